@@ -1,0 +1,188 @@
+/*
+ * admin.c — operator endpoints served by the gateway itself: GET /healthz (no auth) and
+ * GET /admin/usage (admin token), the ledger with filters.  The ledger query runs on the
+ * ledger thread; this module only parses the query string, hands it over and answers
+ * when the result comes back on the worker's loop.  More endpoints join in later issues
+ * (keys, accounts, quotas, metrics, dashboard); they all route through qg_admin_route.
+ */
+#include "gateway.h"
+
+#include "dialect.h"
+#include "timefmt.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+
+typedef struct {
+    int kind; /* QG_REQ_ADMIN */
+    qg_conn *c;
+} admin_req;
+
+static int hexv(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') return (c | 0x20) - 'a' + 10;
+    return -1;
+}
+
+/* Percent-decodes a query value into a fresh string; NULL on bad escapes or NUL bytes. */
+static char *url_decode(qg_slice v)
+{
+    char *out = qg_xmalloc(v.n + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < v.n; i++) {
+        char ch = v.p[i];
+        if (ch == '+') ch = ' ';
+        else if (ch == '%') {
+            if (i + 2 >= v.n) goto bad;
+            int hi = hexv(v.p[i + 1]), lo = hexv(v.p[i + 2]);
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) goto bad;
+            ch = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        out[o++] = ch;
+    }
+    out[o] = 0;
+    return out;
+bad:
+    free(out);
+    return NULL;
+}
+
+/* A time filter: RFC 3339 or epoch milliseconds. */
+static int parse_time(const char *s, int64_t *ms)
+{
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (*s && !*end && v >= 0) {
+        *ms = v;
+        return 0;
+    }
+    return qg_parse_rfc3339(qg_slice_of(s), ms);
+}
+
+static int parse_usage_query(qg_slice qs, qg_usage_query *q, const char **bad)
+{
+    memset(q, 0, sizeof *q);
+    q->limit = 100;
+    const char *p = qs.p, *end = qs.p + qs.n;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        qg_slice pair = {p, (size_t)((amp ? amp : end) - p)};
+        p = amp ? amp + 1 : end;
+        const char *eq = memchr(pair.p, '=', pair.n);
+        if (!eq) continue;
+        qg_slice name = {pair.p, (size_t)(eq - pair.p)};
+        char *val = url_decode((qg_slice){eq + 1, pair.n - name.n - 1});
+        if (!val) {
+            *bad = "bad percent-encoding in the query";
+            return -1;
+        }
+        char **slot = NULL;
+        if (qg_slice_eq(name, "key")) slot = &q->key_name;
+        else if (qg_slice_eq(name, "account")) slot = &q->account;
+        else if (qg_slice_eq(name, "provider")) slot = &q->provider;
+        else if (qg_slice_eq(name, "model")) slot = &q->model;
+        if (slot) {
+            free(*slot);
+            *slot = val;
+            continue;
+        }
+        int rc = 0;
+        if (qg_slice_eq(name, "since")) rc = parse_time(val, &q->since_ms);
+        else if (qg_slice_eq(name, "until")) rc = parse_time(val, &q->until_ms);
+        else if (qg_slice_eq(name, "limit")) {
+            q->limit = atoi(val);
+            rc = q->limit > 0 ? 0 : -1;
+        } else {
+            rc = -1;
+        }
+        free(val);
+        if (rc < 0) {
+            *bad = "unknown filter or bad value (filters: key, account, provider, model, since, until, limit)";
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void free_query(qg_usage_query *q)
+{
+    free(q->key_name), free(q->account), free(q->provider), free(q->model);
+}
+
+static void usage_result(void *ud, int status, const char *json, size_t len)
+{
+    admin_req *a = ud;
+    if (a->c) {
+        a->c->req_ud = NULL;
+        qg_respond_json(a->c, status, json, len);
+    }
+    free(a);
+}
+
+void qg_admin_on_close(qg_conn *c)
+{
+    admin_req *a = c->req_ud;
+    a->c = NULL; /* the result still arrives; usage_result frees */
+}
+
+static void healthz(qg_worker *w, qg_conn *c)
+{
+    qg_gateway *gw = w->gw;
+    char b[256];
+    bool draining = atomic_load(&gw->command) != 0;
+    int n = snprintf(b, sizeof b, "{\"status\":\"%s\",\"workers\":%d,\"connections\":%d,\"ledger_rows\":%lld,\"uptime_s\":%lld}",
+                     draining ? "draining" : "ok", gw->n_workers, atomic_load(&gw->conn_count),
+                     (long long)qg_ledger_rows_written(gw->ledger), (long long)((qg_now_ms() - gw->started_ms) / 1000));
+    qg_respond_json(c, draining ? 503 : 200, b, (size_t)n);
+}
+
+static bool admin_authorized(qg_worker *w, qg_conn *c, const qg_http_msg *m)
+{
+    const char *token = w->gw->cfg->admin_token;
+    if (!token || !*token) {
+        qg_respond_error(c, QG_DIALECT_OPENAI, 403, "admin_disabled", "the admin API is disabled: set admin_token in the config", 0);
+        return false;
+    }
+    qg_slice a = qg_http_header(m, "authorization");
+    qg_slice presented = a.n > 7 && strncasecmp(a.p, "Bearer ", 7) == 0 ? qg_slice_trim((qg_slice){a.p + 7, a.n - 7})
+                                                                        : (qg_slice){NULL, 0};
+    if (!qg_secret_equal(presented, token)) {
+        qg_respond_error(c, QG_DIALECT_OPENAI, 401, "invalid_admin_token", "missing or wrong admin token", 0);
+        return false;
+    }
+    return true;
+}
+
+bool qg_admin_route(qg_worker *w, qg_conn *c, const qg_http_msg *m)
+{
+    qg_slice t = m->target;
+    const char *q = memchr(t.p, '?', t.n);
+    qg_slice path = q ? (qg_slice){t.p, (size_t)(q - t.p)} : t;
+    qg_slice qs = q ? (qg_slice){q + 1, t.n - path.n - 1} : (qg_slice){"", 0};
+    if (qg_slice_eq(path, "/healthz")) {
+        healthz(w, c);
+        return true;
+    }
+    if (path.n < 7 || memcmp(path.p, "/admin/", 7) != 0) return false;
+    if (!admin_authorized(w, c, m)) return true;
+    if (qg_slice_eq(path, "/admin/usage") && qg_slice_eq(m->method, "GET")) {
+        qg_usage_query uq;
+        const char *bad = NULL;
+        if (parse_usage_query(qs, &uq, &bad) < 0) {
+            free_query(&uq);
+            qg_respond_error(c, QG_DIALECT_OPENAI, 400, "invalid_request", bad, 0);
+            return true;
+        }
+        admin_req *a = qg_xcalloc(1, sizeof *a);
+        a->kind = QG_REQ_ADMIN;
+        a->c = c;
+        c->req_ud = a;
+        qg_ledger_query(w->gw->ledger, w->id, &uq, usage_result, a);
+        return true;
+    }
+    qg_respond_error(c, QG_DIALECT_OPENAI, 404, "not_found", "no such admin endpoint", 0);
+    return true;
+}

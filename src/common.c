@@ -1,0 +1,181 @@
+/*
+ * common.c — slices, bounded buffers, clocks and the logger.  See common.h.
+ */
+#include "common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <time.h>
+
+int qg_log_level = QG_LOG_INFO;
+
+bool qg_slice_eq(qg_slice a, const char *lit)
+{
+    size_t n = strlen(lit);
+    return a.n == n && memcmp(a.p, lit, n) == 0;
+}
+
+bool qg_slice_ieq(qg_slice a, const char *lit)
+{
+    size_t n = strlen(lit);
+    return a.n == n && strncasecmp(a.p, lit, n) == 0;
+}
+
+qg_slice qg_slice_trim(qg_slice s)
+{
+    while (s.n && (s.p[0] == ' ' || s.p[0] == '\t')) s.p++, s.n--;
+    while (s.n && (s.p[s.n - 1] == ' ' || s.p[s.n - 1] == '\t')) s.n--;
+    return s;
+}
+
+char *qg_slice_dup(qg_slice s)
+{
+    char *r = qg_xmalloc(s.n + 1);
+    if (s.n) memcpy(r, s.p, s.n);
+    r[s.n] = 0;
+    return r;
+}
+
+void qg_buf_init(qg_buf *b, size_t max)
+{
+    b->data = NULL;
+    b->len = b->cap = 0;
+    b->max = max;
+}
+
+int qg_buf_reserve(qg_buf *b, size_t extra)
+{
+    size_t max = b->max ? b->max : SIZE_MAX;
+    if (extra > max - b->len) return -1;
+    size_t need = b->len + extra;
+    if (need <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    if (cap > max) cap = max;
+    b->data = qg_xrealloc(b->data, cap);
+    b->cap = cap;
+    return 0;
+}
+
+int qg_buf_append(qg_buf *b, const void *p, size_t n)
+{
+    if (n == 0) return 0;
+    if (qg_buf_reserve(b, n) < 0) return -1;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+int qg_buf_appendf(qg_buf *b, const char *fmt, ...)
+{
+    char small[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) return -1;
+    if ((size_t)n < sizeof small) return qg_buf_append(b, small, (size_t)n);
+    if (qg_buf_reserve(b, (size_t)n + 1) < 0) return -1;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+void qg_buf_consume(qg_buf *b, size_t n)
+{
+    if (n >= b->len) {
+        b->len = 0;
+        return;
+    }
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+}
+
+void qg_buf_reset(qg_buf *b) { b->len = 0; }
+
+void qg_buf_free(qg_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+int64_t qg_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t qg_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t qg_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void qg_log(int level, const char *fmt, ...)
+{
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    if (level < qg_log_level) return;
+    char line[1024];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    int off = (int)strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
+    off += snprintf(line + off, sizeof line - (size_t)off, ".%03ldZ %s ", ts.tv_nsec / 1000000,
+                    names[level & 3]);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line + off, sizeof line - (size_t)off - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0) n = 0;
+    size_t len = (size_t)off + QG_MIN((size_t)n, sizeof line - (size_t)off - 2);
+    line[len++] = '\n';
+    /* One write(2) per line so lines from several threads never interleave. */
+    fwrite(line, 1, len, stderr);
+}
+
+void *qg_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fputs("quotagate: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+void *qg_xcalloc(size_t n, size_t sz)
+{
+    void *p = calloc(n ? n : 1, sz ? sz : 1);
+    if (!p) {
+        fputs("quotagate: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+void *qg_xrealloc(void *p, size_t n)
+{
+    void *r = realloc(p, n ? n : 1);
+    if (!r) {
+        fputs("quotagate: out of memory\n", stderr);
+        abort();
+    }
+    return r;
+}
+
+char *qg_xstrdup(const char *s) { return qg_slice_dup(qg_slice_of(s)); }

@@ -1,0 +1,75 @@
+/*
+ * common.h — small shared vocabulary: slices, bounded buffers, clocks, logging.
+ *
+ * Slices (qg_slice) are (pointer, length) views into someone else's memory; they never
+ * own what they point at and are valid only as long as the buffer they view.  Bounded
+ * buffers (qg_buf) own their bytes and refuse to grow past `max`: every buffer fed by
+ * the network is a qg_buf with a limit, so a hostile peer gets an error, not our RAM.
+ */
+#ifndef QG_COMMON_H
+#define QG_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <string.h>
+
+#define QG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define QG_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define QG_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define QG_UNUSED(x) ((void)(x))
+
+typedef struct {
+    const char *p;
+    size_t n;
+} qg_slice;
+
+#define QG_SLICE_LIT(s) ((qg_slice){(s), sizeof(s) - 1})
+static inline qg_slice qg_slice_of(const char *s) { return (qg_slice){s, s ? strlen(s) : 0}; }
+bool qg_slice_eq(qg_slice a, const char *lit);
+bool qg_slice_ieq(qg_slice a, const char *lit); /* ASCII case-insensitive */
+qg_slice qg_slice_trim(qg_slice s);             /* strip spaces and tabs both ends */
+/* Copies a slice into a fresh NUL-terminated heap string (caller frees). */
+char *qg_slice_dup(qg_slice s);
+
+/* A growable byte buffer with a hard ceiling.  data may be NULL while cap == 0. */
+typedef struct {
+    char *data;
+    size_t len;
+    size_t cap;
+    size_t max; /* 0 means SIZE_MAX: only for buffers we fill ourselves */
+} qg_buf;
+
+void qg_buf_init(qg_buf *b, size_t max);
+/* Ensures room for `extra` more bytes; returns -1 (and changes nothing) past max. */
+int qg_buf_reserve(qg_buf *b, size_t extra);
+int qg_buf_append(qg_buf *b, const void *p, size_t n);
+int qg_buf_appendf(qg_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Drops the first n bytes (memmove of the rest). */
+void qg_buf_consume(qg_buf *b, size_t n);
+void qg_buf_reset(qg_buf *b); /* len = 0, keeps memory */
+void qg_buf_free(qg_buf *b);  /* releases memory, keeps max */
+
+/* Clocks.  Quota and time-format code takes `now` as a parameter instead of calling these. */
+int64_t qg_now_ms(void);  /* wall clock, epoch milliseconds */
+int64_t qg_mono_ms(void); /* monotonic milliseconds, for timeouts and latencies */
+int64_t qg_mono_us(void);
+
+/* Logging to stderr, one line per call.  Never pass secrets: the helpers below mask them. */
+enum { QG_LOG_DEBUG, QG_LOG_INFO, QG_LOG_WARN, QG_LOG_ERROR };
+extern int qg_log_level;
+void qg_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define qg_info(...) qg_log(QG_LOG_INFO, __VA_ARGS__)
+#define qg_warn(...) qg_log(QG_LOG_WARN, __VA_ARGS__)
+#define qg_error(...) qg_log(QG_LOG_ERROR, __VA_ARGS__)
+#define qg_debug(...)                                                                      \
+    do {                                                                                   \
+        if (qg_log_level <= QG_LOG_DEBUG) qg_log(QG_LOG_DEBUG, __VA_ARGS__);                \
+    } while (0)
+
+void *qg_xmalloc(size_t n);  /* aborts only on allocator failure, never on input */
+void *qg_xcalloc(size_t n, size_t sz);
+void *qg_xrealloc(void *p, size_t n);
+char *qg_xstrdup(const char *s);
+
+#endif

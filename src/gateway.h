@@ -1,0 +1,84 @@
+/*
+ * gateway.h — the process and its workers (`quotagate serve`).
+ *
+ * Threads: N workers (one event loop each, sharing one listening socket), one ledger
+ * writer, one DNS resolver, and the main thread, which only waits for signals and
+ * orchestrates start-up and shutdown.  See docs/architecture.md.
+ *
+ * Ownership: the qg_gateway owns the immutable config, key table and router, which every
+ * worker reads without locks.  Each qg_worker owns its loop, server, upstream pools,
+ * rotation cursors and every in-flight request (qg_exchange); nothing a worker owns is
+ * touched by another thread.
+ */
+#ifndef QG_GATEWAY_H
+#define QG_GATEWAY_H
+
+#include "config.h"
+#include "keys.h"
+#include "ledger.h"
+#include "loop.h"
+#include "resolver.h"
+#include "router.h"
+#include "server.h"
+#include "upstream.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define QG_SCRATCH_SIZE 16384 /* one upstream read; bounds per-stream output buffering */
+
+typedef struct qg_gateway qg_gateway;
+
+typedef struct qg_worker {
+    qg_gateway *gw;
+    int id;
+    qg_loop *loop;
+    qg_server srv;
+    pthread_t thread;
+    qg_notify ctl;             /* main thread -> worker: drain / stop */
+    qg_notify ledger_notify;   /* ledger query replies */
+    qg_notify dns_notify;      /* resolver replies */
+    qg_upstream **ups;         /* [n_providers] */
+    uint32_t *cursors;         /* router rotation cursors */
+    char scratch[QG_SCRATCH_SIZE];
+    qg_buf stage;              /* forwarded SSE events of one upstream read */
+    qg_timer ledger_timer;     /* retries rows that found the ledger ring full */
+    qg_timer drain_timer;
+    size_t n_exchanges;        /* in-flight proxied requests */
+    uint64_t seq;
+} qg_worker;
+
+struct qg_gateway {
+    qg_config *cfg;
+    qg_keytab keys;
+    qg_router router;
+    qg_ledger *ledger;
+    qg_resolver *resolver;
+    SSL_CTX **tls;             /* [n_providers]; NULL for http providers */
+    int listen_fd;
+    int listen_port;
+    int n_workers;
+    qg_worker *workers;
+    _Atomic int conn_count;
+    _Atomic int command;       /* 0 run, 1 drain, 2 stop now */
+    _Atomic int workers_done;
+    int64_t started_ms;
+    int64_t drain_deadline;    /* monotonic ms */
+};
+
+/* `quotagate serve`: returns the exit code. */
+int qg_serve(const char *config_path);
+
+/* proxy.c: the client request handler. */
+extern const qg_handler qg_gateway_handler;
+/* admin.c: operator endpoints; returns true if it handled the request. */
+bool qg_admin_route(qg_worker *w, qg_conn *c, const qg_http_msg *m);
+void qg_admin_on_close(qg_conn *c);
+/* Writes an error response in the dialect's shape (and Retry-After when retry_after_s > 0). */
+void qg_respond_error(qg_conn *c, qg_dialect d, int status, const char *code, const char *message, int retry_after_s);
+void qg_respond_json(qg_conn *c, int status, const char *json, size_t len);
+
+/* The kind tag at the start of every per-request object hung on qg_conn.req_ud. */
+enum { QG_REQ_PROXY = 1, QG_REQ_ADMIN = 2 };
+
+#endif

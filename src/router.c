@@ -1,0 +1,148 @@
+/*
+ * router.c — route table and weighted rotation.  See router.h.
+ */
+#include "router.h"
+
+#include <stdlib.h>
+
+#define MAX_SLOTS_PER_TIER 4096
+
+static uint64_t fnv1a(qg_dialect d, qg_slice s)
+{
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)d;
+    for (size_t i = 0; i < s.n; i++) h = (h ^ (unsigned char)s.p[i]) * 1099511628211ull;
+    return h;
+}
+
+static qg_route *route_get(qg_router *r, qg_dialect d, const char *model)
+{
+    for (size_t i = 0; i < r->n_routes; i++)
+        if (r->routes[i].dialect == d && strcmp(r->routes[i].model, model) == 0) return &r->routes[i];
+    r->routes = qg_xrealloc(r->routes, (r->n_routes + 1) * sizeof *r->routes);
+    qg_route *rt = &r->routes[r->n_routes++];
+    memset(rt, 0, sizeof *rt);
+    rt->model = qg_xstrdup(model);
+    rt->dialect = d;
+    return rt;
+}
+
+static int cmp_priority(const void *a, const void *b)
+{
+    const qg_target *x = a, *y = b;
+    if (x->a->priority != y->a->priority) return x->a->priority < y->a->priority ? -1 : 1;
+    if (x->prov != y->prov) return x->prov - y->prov; /* stable: config order */
+    return x->acct - y->acct;
+}
+
+/* Smooth weighted round robin over targets[lo..hi): appends one full cycle to slots.
+ * Large tiers (over 256 accounts or 4096 weight units) fall back to plain rotation. */
+static void tier_slots(qg_route *rt, size_t lo, size_t hi, size_t *n_slots)
+{
+    size_t n = hi - lo;
+    int current[256] = {0};
+    int total = 0;
+    for (size_t i = lo; i < hi; i++) total += rt->targets[i].a->weight > 0 ? rt->targets[i].a->weight : 1;
+    bool weighted = n <= QG_ARRAY_LEN(current) && total <= MAX_SLOTS_PER_TIER;
+    if (!weighted) total = (int)n;
+    for (int step = 0; step < total; step++) {
+        size_t best = lo + (size_t)step;
+        if (weighted) {
+            best = lo;
+            for (size_t i = lo; i < hi; i++) {
+                current[i - lo] += rt->targets[i].a->weight > 0 ? rt->targets[i].a->weight : 1;
+                if (current[i - lo] > current[best - lo]) best = i;
+            }
+            current[best - lo] -= total;
+        }
+        rt->slots = qg_xrealloc(rt->slots, (*n_slots + 1) * sizeof *rt->slots);
+        rt->slots[(*n_slots)++] = (uint16_t)best;
+    }
+}
+
+static void route_finish(qg_route *rt, size_t *cursor_base)
+{
+    qsort(rt->targets, rt->n_targets, sizeof *rt->targets, cmp_priority);
+    size_t n_slots = 0;
+    for (size_t lo = 0; lo < rt->n_targets;) {
+        size_t hi = lo + 1;
+        while (hi < rt->n_targets && rt->targets[hi].a->priority == rt->targets[lo].a->priority) hi++;
+        rt->slot_off = qg_xrealloc(rt->slot_off, (rt->n_tiers + 2) * sizeof *rt->slot_off);
+        rt->slot_off[rt->n_tiers++] = n_slots;
+        tier_slots(rt, lo, hi, &n_slots);
+        lo = hi;
+    }
+    rt->slot_off[rt->n_tiers] = n_slots;
+    rt->cursor_base = *cursor_base;
+    *cursor_base += rt->n_tiers;
+}
+
+void qg_router_build(qg_router *r, const qg_config *cfg)
+{
+    memset(r, 0, sizeof *r);
+    for (size_t pi = 0; pi < cfg->n_providers; pi++) {
+        const qg_provider_cfg *p = &cfg->providers[pi];
+        for (size_t mi = 0; mi < p->n_models; mi++) {
+            qg_route *rt = route_get(r, p->dialect, p->models[mi]);
+            for (size_t ai = 0; ai < p->n_accounts && rt->n_targets < 65535; ai++) {
+                rt->targets = qg_xrealloc(rt->targets, (rt->n_targets + 1) * sizeof *rt->targets);
+                rt->targets[rt->n_targets++] = (qg_target){(int)pi, (int)ai, p, &p->accounts[ai]};
+            }
+        }
+    }
+    size_t cap = 16;
+    while (cap < r->n_routes * 2) cap *= 2;
+    r->table = qg_xcalloc(cap, sizeof *r->table);
+    r->mask = cap - 1;
+    for (size_t i = 0; i < r->n_routes; i++) {
+        route_finish(&r->routes[i], &r->n_cursors);
+        size_t s = fnv1a(r->routes[i].dialect, qg_slice_of(r->routes[i].model)) & r->mask;
+        while (r->table[s]) s = (s + 1) & r->mask;
+        r->table[s] = i + 1;
+    }
+}
+
+void qg_router_free(qg_router *r)
+{
+    for (size_t i = 0; i < r->n_routes; i++) {
+        free(r->routes[i].model);
+        free(r->routes[i].targets);
+        free(r->routes[i].slot_off);
+        free(r->routes[i].slots);
+    }
+    free(r->routes);
+    free(r->table);
+    memset(r, 0, sizeof *r);
+}
+
+const qg_route *qg_router_find(const qg_router *r, qg_dialect d, qg_slice model)
+{
+    if (!r->table) return NULL;
+    for (size_t s = fnv1a(d, model) & r->mask; r->table[s]; s = (s + 1) & r->mask) {
+        const qg_route *rt = &r->routes[r->table[s] - 1];
+        if (rt->dialect == d && qg_slice_eq(model, rt->model)) return rt;
+    }
+    return NULL;
+}
+
+static bool was_tried(int t, const int *tried, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (tried[i] == t) return true;
+    return false;
+}
+
+int qg_route_pick(const qg_route *rt, uint32_t *cursors, const int *tried, int n_tried)
+{
+    for (size_t tier = 0; tier < rt->n_tiers; tier++) {
+        size_t lo = rt->slot_off[tier], n = rt->slot_off[tier + 1] - lo;
+        uint32_t *cur = &cursors[rt->cursor_base + tier];
+        for (size_t k = 0; k < n; k++) {
+            size_t slot = (*cur + k) % n;
+            int t = rt->slots[lo + slot];
+            if (was_tried(t, tried, n_tried)) continue;
+            *cur = (uint32_t)((slot + 1) % n);
+            return t;
+        }
+    }
+    return -1;
+}

@@ -1,0 +1,570 @@
+/*
+ * server.c — client connections: accept, read and frame requests, write responses with
+ * backpressure, keep-alive, pipelining, idle timeouts and drain.  See server.h.
+ *
+ * Re-entrancy rule: code called by the handler (qg_conn_send/end/abort) never frees the
+ * connection synchronously.  Closing is deferred to the loop's deferred queue, so a
+ * handler that is in the middle of processing an upstream read never sees its conn
+ * vanish under it; it learns of the failure from the -1 return and from on_close.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define QG_READ_CHUNK 4096
+#define QG_OUT_SANITY_MAX (64u << 20) /* a producer ignoring backpressure is a bug: cut it off */
+#define QG_ACCEPT_BATCH 64
+
+static void conn_io_cb(qg_io *io, uint32_t events);
+static void conn_timer_cb(qg_timer *t);
+static void conn_resume_cb(qg_deferred *d);
+static void conn_process_input(qg_conn *c);
+static void conn_close_now(qg_conn *c);
+static void conn_close_later(qg_conn *c);
+static int conn_flush(qg_conn *c);
+static void conn_finish_response(qg_conn *c);
+
+/* ---- accept ---- */
+
+static void conn_link(qg_server *s, qg_conn *c)
+{
+    c->next = s->conns;
+    c->prev = NULL;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+}
+
+static void conn_unlink(qg_server *s, qg_conn *c)
+{
+    if (c->prev) c->prev->next = c->next;
+    else s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    s->n_conns--;
+}
+
+static void accept_one(qg_server *s, int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    qg_conn *c = qg_xcalloc(1, sizeof *c);
+    c->srv = s;
+    c->sock.fd = fd;
+    c->state = QG_CONN_READ_HEAD;
+    qg_buf_init(&c->in, s->limits.max_header + QG_READ_CHUNK);
+    qg_buf_init(&c->body, s->limits.max_body);
+    qg_buf_init(&c->out, QG_OUT_SANITY_MAX);
+    qg_timer_init(&c->timer, conn_timer_cb, c);
+    c->last_activity = qg_loop_now(s->loop);
+    if (s->tls) {
+        if (qg_sock_tls_server(&c->sock, s->tls) < 0) {
+            close(fd);
+            free(c);
+            atomic_fetch_sub(s->conn_count, 1);
+            return;
+        }
+        c->tls_handshaking = true;
+    }
+    conn_link(s, c);
+    if (qg_io_start(s->loop, &c->io, fd, conn_io_cb, c) < 0) {
+        conn_close_now(c);
+        return;
+    }
+    qg_timer_start(s->loop, &c->timer, s->limits.idle_timeout_ms);
+}
+
+static void listen_cb(qg_io *io, uint32_t events)
+{
+    qg_server *s = io->ud;
+    for (int i = 0; i < QG_ACCEPT_BATCH && s->listening; i++) {
+        int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE) qg_warn("accept: %s (raise the fd limit or lower max_connections)", strerror(errno));
+            return;
+        }
+        if (atomic_fetch_add(s->conn_count, 1) >= s->limits.max_connections) {
+            atomic_fetch_sub(s->conn_count, 1);
+            close(fd); /* over the limit: refuse at once rather than queue without bound */
+            continue;
+        }
+        accept_one(s, fd);
+    }
+}
+
+void qg_server_init(qg_server *s, qg_loop *loop, int listen_fd, const qg_handler *h, void *app,
+                    const qg_server_limits *limits, _Atomic int *conn_count, SSL_CTX *tls)
+{
+    memset(s, 0, sizeof *s);
+    s->loop = loop;
+    s->handler = h;
+    s->app = app;
+    s->limits = *limits;
+    s->conn_count = conn_count;
+    s->tls = tls;
+    s->listen_io.fd = -1;
+    if (listen_fd >= 0 && qg_io_start_listen(loop, &s->listen_io, listen_fd, listen_cb, s) == 0) s->listening = true;
+}
+
+void qg_server_drain(qg_server *s)
+{
+    if (s->listening) {
+        qg_io_stop(s->loop, &s->listen_io);
+        s->listening = false;
+    }
+    s->draining = true;
+    for (qg_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state != QG_CONN_ACTIVE) conn_close_now(c);
+    }
+}
+
+void qg_server_close_all(qg_server *s)
+{
+    while (s->conns) conn_close_now(s->conns);
+}
+
+/* ---- closing ---- */
+
+static void conn_close_now(qg_conn *c)
+{
+    qg_server *s = c->srv;
+    if (c->req_active && !c->response_done && s->handler->on_close) s->handler->on_close(c);
+    qg_timer_stop(s->loop, &c->timer);
+    qg_defer_cancel(s->loop, &c->resume);
+    if (c->io.fd >= 0) qg_io_stop(s->loop, &c->io);
+    qg_sock_close(&c->sock);
+    qg_buf_free(&c->in);
+    qg_buf_free(&c->body);
+    qg_buf_free(&c->out);
+    conn_unlink(s, c);
+    atomic_fetch_sub(s->conn_count, 1);
+    free(c);
+}
+
+static void conn_close_deferred(qg_deferred *d) { conn_close_now(d->ud); }
+
+static void conn_close_later(qg_conn *c)
+{
+    if (c->state == QG_CONN_CLOSING) return;
+    c->state = QG_CONN_CLOSING;
+    qg_defer(c->srv->loop, &c->resume, conn_close_deferred, c);
+}
+
+/* ---- date cache ---- */
+
+static const char *server_date(qg_server *s)
+{
+    time_t now = time(NULL);
+    if (now != s->date_sec) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(s->date, sizeof s->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        s->date_sec = now;
+    }
+    return s->date;
+}
+
+/* ---- writing ---- */
+
+/* Writes iov to the socket after whatever already waits in `out`; copies the unwritten
+ * rest into `out`.  Returns 0 (all written), 1 (backed up) or -1 (connection gone). */
+static int conn_write(qg_conn *c, struct iovec *iov, int n)
+{
+    if (c->state == QG_CONN_CLOSING) return -1;
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += iov[i].iov_len;
+    if (c->out.len || c->tls_handshaking) {
+        for (int i = 0; i < n; i++)
+            if (qg_buf_append(&c->out, iov[i].iov_base, iov[i].iov_len) < 0) goto gone;
+        return c->tls_handshaking ? 1 : conn_flush(c);
+    }
+    size_t done = 0;
+    while (done < total) {
+        ssize_t w = qg_sock_writev(&c->sock, iov, n);
+        if (w == QG_SOCK_AGAIN) break;
+        if (w < 0) goto gone;
+        done += (size_t)w;
+        /* advance the iovec array past what was written */
+        size_t adv = (size_t)w;
+        while (n && adv >= iov[0].iov_len) adv -= iov[0].iov_len, iov++, n--;
+        if (n) iov[0].iov_base = (char *)iov[0].iov_base + adv, iov[0].iov_len -= adv;
+    }
+    if (done) c->last_activity = qg_loop_now(c->srv->loop);
+    for (int i = 0; i < n; i++)
+        if (qg_buf_append(&c->out, iov[i].iov_base, iov[i].iov_len) < 0) goto gone;
+    return c->out.len ? 1 : 0;
+gone:
+    conn_close_later(c);
+    return -1;
+}
+
+/* Flushes `out`.  Returns 0 when empty, 1 when bytes remain, -1 on a dead connection. */
+static int conn_flush(qg_conn *c)
+{
+    while (c->out.len) {
+        struct iovec iov = {c->out.data, c->out.len};
+        ssize_t w = qg_sock_writev(&c->sock, &iov, 1);
+        if (w == QG_SOCK_AGAIN) return 1;
+        if (w < 0) {
+            conn_close_later(c);
+            return -1;
+        }
+        qg_buf_consume(&c->out, (size_t)w);
+        c->last_activity = qg_loop_now(c->srv->loop);
+    }
+    if (c->out.cap > 65536) qg_buf_free(&c->out); /* do not keep a big buffer on an idle conn */
+    return 0;
+}
+
+bool qg_conn_backed_up(const qg_conn *c) { return c->out.len != 0; }
+
+static void build_head(qg_conn *c, qg_buf *h, int status, const char *headers, size_t hlen, int64_t content_length)
+{
+    qg_server *s = c->srv;
+    if (s->draining) c->close_after = true;
+    qg_buf_appendf(h, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, qg_http_reason(status), server_date(s));
+    if (content_length >= 0) qg_buf_appendf(h, "Content-Length: %lld\r\n", (long long)content_length);
+    else if (c->keep_alive || !c->close_after) {
+        c->response_chunked = true;
+        qg_buf_append(h, "Transfer-Encoding: chunked\r\n", 28);
+    }
+    if (c->close_after || !c->keep_alive) qg_buf_append(h, "Connection: close\r\n", 19);
+    qg_buf_append(h, headers, hlen);
+    qg_buf_append(h, "\r\n", 2);
+}
+
+void qg_conn_start(qg_conn *c, int status, const char *headers, size_t hlen, int64_t content_length)
+{
+    c->response_started = true;
+    c->response_chunked = false;
+    /* The head waits in `out` so that it leaves with the first body bytes in one write. */
+    build_head(c, &c->out, status, headers, hlen, content_length);
+}
+
+int qg_conn_send(qg_conn *c, const char *p, size_t n)
+{
+    if (c->head_request) n = 0;
+    if (n == 0) return c->out.len ? conn_flush(c) : (c->state == QG_CONN_CLOSING ? -1 : 0);
+    char ch[24];
+    struct iovec iov[3];
+    int k = 0;
+    if (c->response_chunked) iov[k++] = (struct iovec){ch, qg_chunk_header(ch, n)};
+    iov[k++] = (struct iovec){(void *)p, n};
+    if (c->response_chunked) iov[k++] = (struct iovec){"\r\n", 2};
+    return conn_write(c, iov, k);
+}
+
+void qg_conn_respond(qg_conn *c, int status, const char *headers, size_t hlen, const char *body, size_t len)
+{
+    qg_conn_start(c, status, headers, hlen, (int64_t)len);
+    qg_conn_send(c, body, len);
+    qg_conn_end(c);
+}
+
+void qg_conn_end(qg_conn *c)
+{
+    if (c->response_done) return;
+    c->response_done = true;
+    if (c->response_chunked && !c->head_request) {
+        struct iovec iov = {"0\r\n\r\n", 5};
+        conn_write(c, &iov, 1);
+    }
+    if (c->state == QG_CONN_CLOSING) return;
+    if (c->out.len == 0) conn_finish_response(c);
+}
+
+void qg_conn_abort(qg_conn *c)
+{
+    c->response_done = true;
+    c->close_after = true;
+    c->keep_alive = false;
+    if (c->state == QG_CONN_CLOSING) return;
+    if (c->out.len == 0) conn_close_later(c);
+    /* else: closed by conn_finish_response once `out` drains */
+}
+
+static void conn_finish_response(qg_conn *c)
+{
+    qg_server *s = c->srv;
+    if (c->close_after || !c->keep_alive || s->draining) {
+        conn_close_later(c);
+        return;
+    }
+    c->state = QG_CONN_READ_HEAD;
+    c->req_ud = NULL;
+    c->req_active = false;
+    c->response_started = c->response_done = c->response_chunked = false;
+    c->head_request = false;
+    c->last_activity = qg_loop_now(s->loop);
+    qg_timer_start(s->loop, &c->timer, s->limits.idle_timeout_ms);
+    /* Pipelined bytes (or data that arrived while we were busy) are handled after this
+     * loop iteration, never recursively from inside the handler. */
+    qg_defer(s->loop, &c->resume, conn_resume_cb, c);
+}
+
+/* ---- reading requests ---- */
+
+static void respond_error_close(qg_conn *c, int status, const char *msg)
+{
+    c->state = QG_CONN_ACTIVE;
+    c->req_active = true;
+    c->close_after = true;
+    char body[256];
+    int n = snprintf(body, sizeof body,
+                     "{\"error\":{\"message\":\"%s\",\"type\":\"invalid_request_error\",\"code\":\"%s\",\"param\":null}}",
+                     msg, status == 413 ? "request_too_large" : "invalid_request");
+    static const char ct[] = "Content-Type: application/json\r\n";
+    qg_conn_respond(c, status, ct, sizeof ct - 1, body, (size_t)n);
+}
+
+static void dispatch(qg_conn *c)
+{
+    qg_server *s = c->srv;
+    qg_http_msg *m = &s->msg;
+    int rc = qg_http_parse_request(c->in.data, c->in.len, s->limits.max_header, m);
+    if (rc <= 0) { /* cannot happen: the head parsed before */
+        respond_error_close(c, 400, "malformed request");
+        return;
+    }
+    c->state = QG_CONN_ACTIVE;
+    c->req_active = true;
+    c->head_request = qg_slice_eq(m->method, "HEAD");
+    qg_timer_stop(s->loop, &c->timer);
+    s->handler->on_request(c, m, &c->body);
+    /* The head is done with; keep only pipelined bytes. */
+    if (c->state != QG_CONN_CLOSING) {
+        qg_buf_consume(&c->in, c->head_len);
+        if (c->in.len == 0) qg_buf_free(&c->in);
+    }
+    qg_buf_free(&c->body);
+    if (c->state == QG_CONN_ACTIVE && !c->response_done) {
+        /* Waiting on the handler: watch a client that stops reading our output. */
+        c->last_activity = qg_loop_now(s->loop);
+        qg_timer_start(s->loop, &c->timer, s->limits.idle_timeout_ms);
+    }
+}
+
+/* The head is complete: decide how to read the body. */
+static int begin_body(qg_conn *c, const qg_http_msg *m)
+{
+    qg_server *s = c->srv;
+    c->head_len = m->head_len;
+    c->keep_alive = m->keep_alive;
+    c->close_after = false;
+    size_t extra = c->in.len - m->head_len;
+    if (m->content_length > 0 && (uint64_t)m->content_length > s->limits.max_body) {
+        respond_error_close(c, 413, "request body exceeds the configured max_body");
+        return -1;
+    }
+    qg_buf_free(&c->body);
+    if (m->chunked) {
+        c->body.max = s->limits.max_body + QG_READ_CHUNK;
+        c->body_expected = -1;
+        qg_chunked_init(&c->body_chunked);
+    } else {
+        c->body_expected = m->content_length > 0 ? m->content_length : 0;
+        c->body.max = (size_t)c->body_expected;
+        if (c->body_expected && qg_buf_reserve(&c->body, (size_t)c->body_expected) < 0) return -1;
+        extra = QG_MIN(extra, (size_t)c->body_expected);
+    }
+    if (extra) qg_buf_append(&c->body, c->in.data + m->head_len, extra);
+    c->in.len = m->head_len + (m->chunked ? 0 : (c->in.len - m->head_len - extra));
+    if (!m->chunked && c->in.len > m->head_len) {
+        /* pipelined bytes after a fixed-length body: keep them after the head */
+        memmove(c->in.data + m->head_len, c->in.data + m->head_len + extra, c->in.len - m->head_len);
+    }
+    if (m->expect_continue && m->minor_version == 1 && c->body.len < (size_t)QG_MAX(c->body_expected, 1)) {
+        struct iovec iov = {"HTTP/1.1 100 Continue\r\n\r\n", 25};
+        if (conn_write(c, &iov, 1) < 0) return -1;
+    }
+    c->state = QG_CONN_READ_BODY;
+    return 0;
+}
+
+/* Decodes newly arrived chunked-body bytes at body[decoded..].  Returns 1 when the body is
+ * complete, 0 for more, -1 on error (already answered). */
+static int chunked_progress(qg_conn *c, size_t decoded_before)
+{
+    size_t data_len, rest_off;
+    char *raw = c->body.data + decoded_before;
+    size_t raw_len = c->body.len - decoded_before;
+    int r = qg_chunked_decode(&c->body_chunked, raw, raw_len, &data_len, &rest_off);
+    if (r == QG_CHUNKED_ERROR) {
+        respond_error_close(c, 400, "malformed chunked request body");
+        return -1;
+    }
+    if (decoded_before + data_len > c->srv->limits.max_body) {
+        respond_error_close(c, 413, "request body exceeds the configured max_body");
+        return -1;
+    }
+    if (r == QG_CHUNKED_DONE && rest_off < raw_len) /* pipelined bytes go back after the head */
+        qg_buf_append(&c->in, raw + rest_off, raw_len - rest_off);
+    c->body.len = decoded_before + data_len;
+    return r == QG_CHUNKED_DONE;
+}
+
+/* Reads what the socket has into `in` or `body`.  Returns 0 normally, -1 if the conn closed. */
+static int conn_read(qg_conn *c, bool *eof)
+{
+    qg_server *s = c->srv;
+    *eof = false;
+    for (;;) {
+        qg_buf *b;
+        size_t want;
+        if (c->state == QG_CONN_READ_BODY) {
+            b = &c->body;
+            want = c->body_expected >= 0 ? (size_t)c->body_expected - c->body.len : QG_READ_CHUNK * 4;
+            if (want == 0) return 0;
+        } else {
+            b = &c->in;
+            want = QG_READ_CHUNK;
+        }
+        size_t decoded_before = b->len;
+        if (qg_buf_reserve(b, QG_MIN(want, QG_READ_CHUNK * 16)) < 0) {
+            if (b == &c->in) respond_error_close(c, 431, "request head exceeds the configured max_header");
+            else respond_error_close(c, 413, "request body exceeds the configured max_body");
+            return -1;
+        }
+        size_t room = QG_MIN(b->cap - b->len, want);
+        ssize_t r = qg_sock_read(&c->sock, b->data + b->len, room);
+        if (r == QG_SOCK_AGAIN) return 0;
+        if (r <= 0) {
+            *eof = true;
+            return 0;
+        }
+        b->len += (size_t)r;
+        c->last_activity = qg_loop_now(s->loop);
+        if (c->state == QG_CONN_READ_BODY && c->body_expected < 0) {
+            int done = chunked_progress(c, decoded_before);
+            if (done < 0) return -1;
+            if (done) return 0;
+        }
+        if (c->state == QG_CONN_READ_HEAD) return 0; /* let the caller parse; it loops back */
+    }
+}
+
+/* Parses and dispatches as many complete requests as `in` holds, reading more as needed. */
+static void conn_process_input(qg_conn *c)
+{
+    qg_server *s = c->srv;
+    for (;;) {
+        if (c->state == QG_CONN_READ_HEAD) {
+            if (c->in.len) {
+                int rc = qg_http_parse_request(c->in.data, c->in.len, s->limits.max_header, &s->msg);
+                if (rc == QG_HTTP_TOO_LARGE || rc == QG_HTTP_TOO_MANY) {
+                    respond_error_close(c, 431, "request head too large");
+                    return;
+                }
+                if (rc == QG_HTTP_ERROR) {
+                    respond_error_close(c, 400, "malformed HTTP request");
+                    return;
+                }
+                if (rc > 0) {
+                    if (begin_body(c, &s->msg) < 0) return;
+                    if (c->body_expected < 0 && c->in.len > c->head_len) {
+                        /* chunked body bytes that arrived with the head */
+                        qg_buf_append(&c->body, c->in.data + c->head_len, c->in.len - c->head_len);
+                        c->in.len = c->head_len;
+                        int done = chunked_progress(c, 0);
+                        if (done < 0) return;
+                        if (done) {
+                            dispatch(c);
+                            return;
+                        }
+                    }
+                    continue;
+                }
+            }
+        } else if (c->state == QG_CONN_READ_BODY) {
+            if (c->body_expected >= 0 && c->body.len == (size_t)c->body_expected) {
+                dispatch(c);
+                return; /* one request at a time: the rest waits for the response */
+            }
+            if (c->body_expected < 0 && qg_chunked_done(&c->body_chunked)) {
+                dispatch(c);
+                return;
+            }
+        } else {
+            return;
+        }
+        bool eof;
+        size_t before_in = c->in.len, before_body = c->body.len;
+        int chunk_state_before = c->body_chunked.state;
+        if (conn_read(c, &eof) < 0) return;
+        if (eof) {
+            conn_close_now(c);
+            return;
+        }
+        if (c->in.len == before_in && c->body.len == before_body && c->body_chunked.state == chunk_state_before)
+            return; /* EAGAIN: wait for the next edge */
+    }
+}
+
+static void conn_resume_cb(qg_deferred *d)
+{
+    qg_conn *c = d->ud;
+    if (c->state == QG_CONN_READ_HEAD) conn_process_input(c);
+}
+
+/* ---- events and timers ---- */
+
+static void conn_io_cb(qg_io *io, uint32_t events)
+{
+    qg_conn *c = io->ud;
+    if (c->state == QG_CONN_CLOSING) return;
+    if (c->tls_handshaking) {
+        int r = qg_sock_handshake(&c->sock);
+        if (r == QG_SOCK_AGAIN) return;
+        if (r < 0) {
+            conn_close_now(c);
+            return;
+        }
+        c->tls_handshaking = false;
+    }
+    if (c->out.len) {
+        int r = conn_flush(c);
+        if (r < 0) return;
+        if (r == 0) {
+            if (c->response_done) {
+                if (c->close_after) conn_close_later(c);
+                else conn_finish_response(c);
+                return;
+            }
+            if (c->state == QG_CONN_ACTIVE && c->srv->handler->on_drain) c->srv->handler->on_drain(c);
+            if (c->state == QG_CONN_CLOSING) return;
+        }
+    }
+    if (c->state == QG_CONN_ACTIVE) {
+        /* Do not read pipelined input now; only notice a client that went away. */
+        if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) conn_close_now(c);
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) conn_process_input(c);
+}
+
+static void conn_timer_cb(qg_timer *t)
+{
+    qg_conn *c = t->ud;
+    qg_server *s = c->srv;
+    int64_t idle = s->limits.idle_timeout_ms;
+    int64_t due = c->last_activity + idle;
+    bool waiting_on_client = c->state != QG_CONN_ACTIVE || c->out.len;
+    if (!waiting_on_client) {
+        qg_timer_start(s->loop, t, idle); /* the handler's own timeouts govern */
+        return;
+    }
+    if (qg_loop_now(s->loop) < due) {
+        qg_timer_start_at(s->loop, t, due);
+        return;
+    }
+    qg_debug("client connection idle for %lld ms: closing", (long long)idle);
+    conn_close_now(c);
+}
