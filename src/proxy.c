@@ -70,7 +70,8 @@ typedef struct {
     bool started;                 /* response head sent to the client */
     bool sse;
     bool usage_overflow;
-    int status;                   /* sent to the client */
+    int status;                   /* sent to the client (499 if it left) */
+    int relayed_status;           /* the provider status relayed to the client, 0 if none */
     int last_up_status;           /* last upstream HTTP status seen on a failed attempt */
     int retry_after_s;
     qg_uperr last_err;
@@ -144,7 +145,7 @@ static void settle_usage(qg_exchange *ex)
     /* A response that was relayed but cut (or never reported usage) is charged what it
      * consumed, never zero: the prompt (reported, else bytes/4) plus the content events
      * already relayed. */
-    bool consumed = ex->started && ex->status < 300 && ex->ep->billable;
+    bool consumed = ex->relayed_status && ex->relayed_status < 300 && ex->ep->billable;
     bool cut = ex->sse && !ex->us.terminal;
     if (consumed && (cut || !u.found)) {
         if (!u.input_tokens) r->prompt_tokens = (int64_t)QG_MAX(ex->body_len, (size_t)4) / 4;
@@ -269,7 +270,7 @@ static void on_up_head(void *ud, const qg_http_msg *resp)
         return;
     }
     ex->started = true;
-    ex->status = resp->status;
+    ex->status = ex->relayed_status = resp->status;
     qg_slice ct = qg_http_header(resp, "content-type");
     ex->sse = ct.n >= 17 && strncasecmp(ct.p, "text/event-stream", 17) == 0;
     qg_buf h;
@@ -347,10 +348,15 @@ static void on_up_done(void *ud)
 {
     qg_exchange *ex = ud;
     ex->u = NULL;
-    if (ex->sse && qg_sse_pending(&ex->parser).n) {
-        /* the body ended inside an event: forward the fragment, the client sees the cut */
+    if (ex->sse) {
+        qg_buf *stage = &ex->w->stage;
+        qg_buf_reset(stage);
+        sse_ctx sc = {ex, stage};
+        qg_sse_finish(&ex->parser, on_sse_event, &sc); /* a final block held for a possible CRLF */
+        /* the body ended inside an event: forward the fragment as is; the client sees the cut */
         qg_slice rest = qg_sse_pending(&ex->parser);
-        qg_conn_send(ex->c, rest.p, rest.n);
+        qg_buf_append(stage, rest.p, rest.n);
+        if (stage->len) qg_conn_send(ex->c, stage->data, stage->len);
     }
     qg_conn_end(ex->c);
     exchange_free(ex);

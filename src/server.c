@@ -149,7 +149,38 @@ static void conn_close_now(qg_conn *c)
     free(c);
 }
 
-static void conn_close_deferred(qg_deferred *d) { conn_close_now(d->ud); }
+/* Lingering close (as nginx does): after an error answer to a request whose body we did
+ * not read, closing at once would make the kernel send RST for the unread bytes, and the
+ * client could lose our answer.  Instead stop writing, discard input until EOF or a short
+ * deadline, then close. */
+#define QG_LINGER_MS 2000
+
+static void conn_linger(qg_conn *c)
+{
+    c->lingering = true;
+    shutdown(c->sock.fd, SHUT_WR);
+    c->last_activity = qg_loop_now(c->srv->loop);
+    qg_timer_start(c->srv->loop, &c->timer, QG_LINGER_MS);
+}
+
+static void conn_linger_read(qg_conn *c)
+{
+    char sink[4096];
+    for (;;) {
+        ssize_t r = read(c->sock.fd, sink, sizeof sink);
+        if (r > 0) continue;
+        if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        conn_close_now(c);
+        return;
+    }
+}
+
+static void conn_close_deferred(qg_deferred *d)
+{
+    qg_conn *c = d->ud;
+    if (c->linger_wanted && !c->sock.ssl && !c->lingering && c->out.len == 0) conn_linger(c);
+    else conn_close_now(c);
+}
 
 static void conn_close_later(qg_conn *c)
 {
@@ -317,6 +348,7 @@ static void respond_error_close(qg_conn *c, int status, const char *msg)
     c->state = QG_CONN_ACTIVE;
     c->req_active = true;
     c->close_after = true;
+    c->linger_wanted = true;
     char body[256];
     int n = snprintf(body, sizeof body,
                      "{\"error\":{\"message\":\"%s\",\"type\":\"invalid_request_error\",\"code\":\"%s\",\"param\":null}}",
@@ -366,6 +398,7 @@ static int begin_body(qg_conn *c, const qg_http_msg *m)
     }
     qg_buf_free(&c->body);
     if (m->chunked) {
+        /* bytes after the head are decoded by the caller (conn_process_input) */
         c->body.max = s->limits.max_body + QG_READ_CHUNK;
         c->body_expected = -1;
         qg_chunked_init(&c->body_chunked);
@@ -373,13 +406,11 @@ static int begin_body(qg_conn *c, const qg_http_msg *m)
         c->body_expected = m->content_length > 0 ? m->content_length : 0;
         c->body.max = (size_t)c->body_expected;
         if (c->body_expected && qg_buf_reserve(&c->body, (size_t)c->body_expected) < 0) return -1;
-        extra = QG_MIN(extra, (size_t)c->body_expected);
-    }
-    if (extra) qg_buf_append(&c->body, c->in.data + m->head_len, extra);
-    c->in.len = m->head_len + (m->chunked ? 0 : (c->in.len - m->head_len - extra));
-    if (!m->chunked && c->in.len > m->head_len) {
-        /* pipelined bytes after a fixed-length body: keep them after the head */
-        memmove(c->in.data + m->head_len, c->in.data + m->head_len + extra, c->in.len - m->head_len);
+        size_t take = QG_MIN(extra, (size_t)c->body_expected);
+        qg_buf_append(&c->body, c->in.data + m->head_len, take);
+        /* keep pipelined bytes after the head, where dispatch expects them */
+        memmove(c->in.data + m->head_len, c->in.data + m->head_len + take, extra - take);
+        c->in.len = m->head_len + extra - take;
     }
     if (m->expect_continue && m->minor_version == 1 && c->body.len < (size_t)QG_MAX(c->body_expected, 1)) {
         struct iovec iov = {"HTTP/1.1 100 Continue\r\n\r\n", 25};
@@ -519,6 +550,10 @@ static void conn_resume_cb(qg_deferred *d)
 static void conn_io_cb(qg_io *io, uint32_t events)
 {
     qg_conn *c = io->ud;
+    if (c->lingering) {
+        conn_linger_read(c);
+        return;
+    }
     if (c->state == QG_CONN_CLOSING) return;
     if (c->tls_handshaking) {
         int r = qg_sock_handshake(&c->sock);
@@ -534,8 +569,7 @@ static void conn_io_cb(qg_io *io, uint32_t events)
         if (r < 0) return;
         if (r == 0) {
             if (c->response_done) {
-                if (c->close_after) conn_close_later(c);
-                else conn_finish_response(c);
+                conn_finish_response(c);
                 return;
             }
             if (c->state == QG_CONN_ACTIVE && c->srv->handler->on_drain) c->srv->handler->on_drain(c);
@@ -554,6 +588,10 @@ static void conn_timer_cb(qg_timer *t)
 {
     qg_conn *c = t->ud;
     qg_server *s = c->srv;
+    if (c->lingering) {
+        conn_close_now(c);
+        return;
+    }
     int64_t idle = s->limits.idle_timeout_ms;
     int64_t due = c->last_activity + idle;
     bool waiting_on_client = c->state != QG_CONN_ACTIVE || c->out.len;

@@ -91,6 +91,8 @@ struct qg_conn {
     bool tls_handshaking;
     bool head_request;
     bool req_active;           /* a request was dispatched and its response is not finished */
+    bool linger_wanted;        /* we answered without reading the whole request */
+    bool lingering;            /* write side shut, discarding input before close */
     void *req_ud;              /* the handler's per-request object */
 };
 

@@ -207,7 +207,7 @@ class Env:
             f.write(text)
         return path
 
-    def config(self, providers, extra="", port=None, workers=1, limits=""):
+    def config(self, providers, extra="", port=None, workers=1, limits=None):
         self.port = port or free_port()
         self.db = os.path.join(self.dir, "ledger.db")
         text = """listen: 127.0.0.1:%d
@@ -215,11 +215,6 @@ workers: %d
 admin_token: %s
 store: { sqlite: %s }
 limits:
-  client_idle_timeout: 5s
-  upstream_connect_timeout: 2s
-  upstream_first_byte_timeout: 5s
-  stream_idle_timeout: 5s
-  drain_timeout: 10s
 %s
 providers:
 %s
@@ -227,8 +222,16 @@ keys:
   - { name: e2e, key: %s }
   - { name: other, key: e2e-key-0000000002, models: [gpt-test] }
 %s
-""" % (self.port, workers, ADMIN, self.db, limits, providers, KEY, extra)
+""" % (self.port, workers, ADMIN, self.db, self.limits(limits), providers, KEY, extra)
         return self.write_config(text)
+
+    @staticmethod
+    def limits(overrides):
+        """The test defaults, with `overrides` ({"name": "value"}) replacing or adding keys."""
+        lim = {"client_idle_timeout": "5s", "upstream_connect_timeout": "2s", "upstream_first_byte_timeout": "5s",
+               "stream_idle_timeout": "5s", "drain_timeout": "10s"}
+        lim.update(overrides or {})
+        return "\n".join("  %s: %s" % kv for kv in lim.items())
 
     def start_gateway(self, cfg_path, wait=True):
         env = dict(os.environ)
