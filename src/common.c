@@ -85,6 +85,26 @@ int qg_buf_appendf(qg_buf *b, const char *fmt, ...)
     return 0;
 }
 
+int qg_buf_puts(qg_buf *b, const char *s) { return qg_buf_append(b, s, strlen(s)); }
+
+int qg_buf_put_int(qg_buf *b, int64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof tmp;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do tmp[--i] = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0) tmp[--i] = '-';
+    return qg_buf_append(b, tmp + i, sizeof tmp - i);
+}
+
+void qg_strlcpy(char *dst, const char *src, size_t cap)
+{
+    size_t n = src ? strnlen(src, cap - 1) : 0;
+    if (n) memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
 void qg_buf_consume(qg_buf *b, size_t n)
 {
     if (n >= b->len) {

@@ -47,6 +47,11 @@ int qg_buf_append(qg_buf *b, const void *p, size_t n);
 int qg_buf_appendf(qg_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Drops the first n bytes (memmove of the rest). */
 void qg_buf_consume(qg_buf *b, size_t n);
+/* Appends a NUL-terminated string / a decimal integer (no printf on hot paths). */
+int qg_buf_puts(qg_buf *b, const char *s);
+int qg_buf_put_int(qg_buf *b, int64_t v);
+/* Copies src into dst[cap] (truncating, always NUL-terminated). */
+void qg_strlcpy(char *dst, const char *src, size_t cap);
 void qg_buf_reset(qg_buf *b); /* len = 0, keeps memory */
 void qg_buf_free(qg_buf *b);  /* releases memory, keeps max */
 

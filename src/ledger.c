@@ -71,8 +71,6 @@ static const char schema[] =
     " prompt_tokens INTEGER, completion_tokens INTEGER, cached_tokens INTEGER, cache_write_tokens INTEGER,"
     " reasoning_tokens INTEGER, usage_source TEXT, attempts INTEGER, ttfb_ms REAL, total_ms REAL);"
     "CREATE INDEX IF NOT EXISTS ledger_ts ON ledger(ts_ms);"
-    "CREATE INDEX IF NOT EXISTS ledger_key_ts ON ledger(key_name, ts_ms);"
-    "CREATE INDEX IF NOT EXISTS ledger_account_ts ON ledger(account, ts_ms);"
     "PRAGMA user_version=1;";
 
 static const char insert_sql[] =

@@ -20,7 +20,6 @@
 #include "timefmt.h"
 #include "usage.h"
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -60,6 +59,7 @@ typedef struct {
     qg_buf body;                  /* the client's body (until the response starts) */
     size_t body_len;              /* its length, kept for estimates after it is freed */
     qg_deferred retry;            /* next attempt, run outside the upstream's callback */
+    qg_deferred flush;            /* sends a response head that no body bytes followed */
     qg_buf fwd;                   /* forwarded client headers, then the path */
     qg_buf up_head;               /* this attempt's request head */
     size_t splice_off, splice_del;
@@ -119,9 +119,22 @@ static qg_slice path_only(qg_slice target)
     return q ? (qg_slice){target.p, (size_t)(q - target.p)} : target;
 }
 
-static void copy_field(char *dst, size_t cap, const char *src)
+static void copy_field(char *dst, size_t cap, const char *src) { qg_strlcpy(dst, src, cap); }
+
+/* "qg-<worker>-<hex seq>" without printf. */
+static void make_request_id(char *out, size_t cap, int worker, uint64_t seq)
 {
-    snprintf(dst, cap, "%s", src ? src : "");
+    static const char hex[] = "0123456789abcdef";
+    char tmp[40];
+    size_t i = sizeof tmp;
+    tmp[--i] = 0;
+    do tmp[--i] = hex[seq & 15];
+    while (seq >>= 4);
+    tmp[--i] = '-';
+    do tmp[--i] = (char)('0' + worker % 10);
+    while (worker /= 10);
+    tmp[--i] = '-', tmp[--i] = 'g', tmp[--i] = 'q';
+    qg_strlcpy(out, tmp + i, cap);
 }
 
 static double ms_since(int64_t from_us, int64_t to_us) { return from_us && to_us ? (double)(to_us - from_us) / 1000.0 : 0; }
@@ -171,6 +184,8 @@ static void exchange_free(qg_exchange *ex)
         qg_ledger_submit(w->gw->ledger, w->id, ex->row);
     }
     if (ex->c) ex->c->req_ud = NULL;
+    qg_defer_cancel(w->loop, &ex->flush);
+    qg_defer_cancel(w->loop, &ex->retry);
     qg_buf_free(&ex->body);
     qg_buf_free(&ex->fwd);
     qg_buf_free(&ex->up_head);
@@ -215,6 +230,7 @@ static void finish_broken(qg_exchange *ex, const char *why)
 static bool retryable_status(int st) { return st == 429 || st == 401 || st == 403 || st >= 500; }
 
 static void retry_later_cb(qg_deferred *d);
+static void flush_head_cb(qg_deferred *d);
 
 static void try_next_or_fail(qg_exchange *ex)
 {
@@ -251,7 +267,9 @@ static void build_response_head(qg_exchange *ex, const qg_http_msg *resp, qg_buf
         qg_buf_append(h, resp->headers[i].value.p, resp->headers[i].value.n);
         qg_buf_append(h, "\r\n", 2);
     }
-    qg_buf_appendf(h, "x-quotagate-request-id: %s\r\n", ex->row->request_id);
+    qg_buf_puts(h, "x-quotagate-request-id: ");
+    qg_buf_puts(h, ex->row->request_id);
+    qg_buf_puts(h, "\r\n");
 }
 
 static void on_up_head(void *ud, const qg_http_msg *resp)
@@ -290,7 +308,15 @@ static void on_up_head(void *ud, const qg_http_msg *resp)
     qg_buf_free(&ex->body);
     qg_buf_free(&ex->fwd);
     qg_buf_free(&ex->up_head);
-    if (qg_conn_send(ex->c, NULL, 0) == 1) qg_upconn_pause(ex->u);
+    /* Usually body bytes follow in this same read and carry the head out in one writev;
+     * if none do (a stream's first event is still coming), flush after this iteration. */
+    qg_defer(ex->w->loop, &ex->flush, flush_head_cb, ex);
+}
+
+static void flush_head_cb(qg_deferred *d)
+{
+    qg_exchange *ex = d->ud;
+    if (ex->c && qg_conn_send(ex->c, NULL, 0) == 1 && ex->u) qg_upconn_pause(ex->u);
 }
 
 static void retry_later_cb(qg_deferred *d)
@@ -379,15 +405,6 @@ static const qg_upstream_cbs upstream_cbs = {on_up_head, on_up_data, on_up_done,
 
 /* ---- request construction ---- */
 
-static void host_header(qg_buf *h, const qg_provider_cfg *p)
-{
-    bool v6 = strchr(p->host, ':') != NULL;
-    bool default_port = p->port == (p->tls ? 443 : 80);
-    qg_buf_appendf(h, "Host: %s%s%s", v6 ? "[" : "", p->host, v6 ? "]" : "");
-    if (!default_port) qg_buf_appendf(h, ":%d", p->port);
-    qg_buf_append(h, "\r\n", 2);
-}
-
 static void start_attempt(qg_exchange *ex)
 {
     int t = qg_route_pick(ex->route, ex->w->cursors, ex->tried, ex->attempts);
@@ -397,12 +414,15 @@ static void start_attempt(qg_exchange *ex)
     qg_buf *h = &ex->up_head;
     qg_buf_reset(h);
     qg_slice path = {ex->fwd.data + ex->path_off, ex->fwd.len - ex->path_off};
-    qg_buf_appendf(h, "POST %s%.*s HTTP/1.1\r\n", p->base_path, (int)path.n, path.p);
-    host_header(h, p);
-    if (p->dialect == QG_DIALECT_ANTHROPIC) qg_buf_appendf(h, "x-api-key: %s\r\n", ex->target->a->api_key);
-    else qg_buf_appendf(h, "Authorization: Bearer %s\r\n", ex->target->a->api_key);
+    qg_buf_puts(h, "POST ");
+    qg_buf_puts(h, p->base_path);
+    qg_buf_append(h, path.p, path.n);
+    qg_buf_puts(h, " HTTP/1.1\r\n");
+    qg_buf_append(h, ex->target->head_lines, ex->target->head_lines_len);
     size_t ins_len = ex->splice_ins ? strlen(ex->splice_ins) : 0;
-    qg_buf_appendf(h, "Content-Length: %zu\r\n", ex->body.len - ex->splice_del + ins_len);
+    qg_buf_puts(h, "Content-Length: ");
+    qg_buf_put_int(h, (int64_t)(ex->body.len - ex->splice_del + ins_len));
+    qg_buf_puts(h, "\r\n");
     qg_buf_append(h, ex->fwd.data, ex->path_off);
     qg_buf_append(h, "\r\n", 2);
     struct iovec iov[4];
@@ -489,7 +509,7 @@ static void proxy_request(qg_worker *w, qg_conn *c, const qg_http_msg *m, qg_buf
     ex->t_start_us = qg_mono_us();
     ex->row = qg_ledger_row_new();
     ex->row->ts_ms = qg_now_ms();
-    snprintf(ex->row->request_id, sizeof ex->row->request_id, "qg-%d-%" PRIx64, w->id, ++w->seq);
+    make_request_id(ex->row->request_id, sizeof ex->row->request_id, w->id, ++w->seq);
     copy_field(ex->row->endpoint, sizeof ex->row->endpoint, ep->name);
     qg_buf_init(&ex->fwd, 0);
     qg_buf_init(&ex->up_head, 0);

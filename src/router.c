@@ -76,6 +76,28 @@ static void route_finish(qg_route *rt, size_t *cursor_base)
     *cursor_base += rt->n_tiers;
 }
 
+/* The request-head lines that depend only on the target: Host and the credential. */
+static void target_lines(qg_target *t)
+{
+    const qg_provider_cfg *p = t->p;
+    qg_buf b;
+    qg_buf_init(&b, 0);
+    bool v6 = strchr(p->host, ':') != NULL;
+    qg_buf_puts(&b, "Host: ");
+    qg_buf_puts(&b, v6 ? "[" : "");
+    qg_buf_puts(&b, p->host);
+    qg_buf_puts(&b, v6 ? "]" : "");
+    if (p->port != (p->tls ? 443 : 80)) {
+        qg_buf_puts(&b, ":");
+        qg_buf_put_int(&b, p->port);
+    }
+    qg_buf_puts(&b, p->dialect == QG_DIALECT_ANTHROPIC ? "\r\nx-api-key: " : "\r\nAuthorization: Bearer ");
+    qg_buf_puts(&b, t->a->api_key ? t->a->api_key : "");
+    qg_buf_puts(&b, "\r\n");
+    t->head_lines = b.data;
+    t->head_lines_len = b.len;
+}
+
 void qg_router_build(qg_router *r, const qg_config *cfg)
 {
     memset(r, 0, sizeof *r);
@@ -85,7 +107,9 @@ void qg_router_build(qg_router *r, const qg_config *cfg)
             qg_route *rt = route_get(r, p->dialect, p->models[mi]);
             for (size_t ai = 0; ai < p->n_accounts && rt->n_targets < 65535; ai++) {
                 rt->targets = qg_xrealloc(rt->targets, (rt->n_targets + 1) * sizeof *rt->targets);
-                rt->targets[rt->n_targets++] = (qg_target){(int)pi, (int)ai, p, &p->accounts[ai]};
+                qg_target *t = &rt->targets[rt->n_targets++];
+                *t = (qg_target){(int)pi, (int)ai, p, &p->accounts[ai], NULL, 0};
+                target_lines(t);
             }
         }
     }
@@ -104,6 +128,7 @@ void qg_router_build(qg_router *r, const qg_config *cfg)
 void qg_router_free(qg_router *r)
 {
     for (size_t i = 0; i < r->n_routes; i++) {
+        for (size_t t = 0; t < r->routes[i].n_targets; t++) free(r->routes[i].targets[t].head_lines);
         free(r->routes[i].model);
         free(r->routes[i].targets);
         free(r->routes[i].slot_off);

@@ -21,6 +21,8 @@ typedef struct {
     int acct;                    /* index in that provider's accounts */
     const qg_provider_cfg *p;
     const qg_account_cfg *a;
+    char *head_lines;            /* "Host: ...\r\n" + this account's credential header, built once */
+    size_t head_lines_len;
 } qg_target;
 
 typedef struct {

@@ -207,30 +207,36 @@ static const char *server_date(qg_server *s)
 
 /* Writes iov to the socket after whatever already waits in `out`; copies the unwritten
  * rest into `out`.  Returns 0 (all written), 1 (backed up) or -1 (connection gone). */
-static int conn_write(qg_conn *c, struct iovec *iov, int n)
+static int conn_write(qg_conn *c, struct iovec *in, int n)
 {
     if (c->state == QG_CONN_CLOSING) return -1;
-    size_t total = 0;
-    for (int i = 0; i < n; i++) total += iov[i].iov_len;
-    if (c->out.len || c->tls_handshaking) {
-        for (int i = 0; i < n; i++)
-            if (qg_buf_append(&c->out, iov[i].iov_base, iov[i].iov_len) < 0) goto gone;
-        return c->tls_handshaking ? 1 : conn_flush(c);
-    }
-    size_t done = 0;
-    while (done < total) {
-        ssize_t w = qg_sock_writev(&c->sock, iov, n);
+    /* What already waits in `out` (a response head, or a backed-up rest) leaves first, in
+     * the same writev as the new bytes: one syscall per response in the common case. */
+    struct iovec iov[8];
+    int k = 0;
+    size_t queued = c->out.len;
+    if (queued) iov[k++] = (struct iovec){c->out.data, queued};
+    for (int i = 0; i < n && k < (int)QG_ARRAY_LEN(iov); i++) iov[k++] = in[i];
+    struct iovec *v = iov;
+    size_t written = 0;
+    while (k && !c->tls_handshaking) {
+        ssize_t w = qg_sock_writev(&c->sock, v, k);
         if (w == QG_SOCK_AGAIN) break;
         if (w < 0) goto gone;
-        done += (size_t)w;
-        /* advance the iovec array past what was written */
+        written += (size_t)w;
         size_t adv = (size_t)w;
-        while (n && adv >= iov[0].iov_len) adv -= iov[0].iov_len, iov++, n--;
-        if (n) iov[0].iov_base = (char *)iov[0].iov_base + adv, iov[0].iov_len -= adv;
+        while (k && adv >= v[0].iov_len) adv -= v[0].iov_len, v++, k--;
+        if (k) v[0].iov_base = (char *)v[0].iov_base + adv, v[0].iov_len -= adv;
     }
-    if (done) c->last_activity = qg_loop_now(c->srv->loop);
-    for (int i = 0; i < n; i++)
-        if (qg_buf_append(&c->out, iov[i].iov_base, iov[i].iov_len) < 0) goto gone;
+    if (written) c->last_activity = qg_loop_now(c->srv->loop);
+    /* Keep only the unwritten tail: first what is left of `out`, then of the new bytes. */
+    size_t out_left = written >= queued ? 0 : queued - written;
+    qg_buf_consume(&c->out, queued - out_left);
+    for (int i = 0; i < k; i++) {
+        if (out_left && v[i].iov_base >= (void *)c->out.data && v[i].iov_base < (void *)(c->out.data + c->out.cap))
+            continue; /* the rest of `out` is already in place */
+        if (qg_buf_append(&c->out, v[i].iov_base, v[i].iov_len) < 0) goto gone;
+    }
     return c->out.len ? 1 : 0;
 gone:
     conn_close_later(c);
@@ -261,8 +267,18 @@ static void build_head(qg_conn *c, qg_buf *h, int status, const char *headers, s
 {
     qg_server *s = c->srv;
     if (s->draining) c->close_after = true;
-    qg_buf_appendf(h, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, qg_http_reason(status), server_date(s));
-    if (content_length >= 0) qg_buf_appendf(h, "Content-Length: %lld\r\n", (long long)content_length);
+    qg_buf_puts(h, "HTTP/1.1 ");
+    qg_buf_put_int(h, status);
+    qg_buf_puts(h, " ");
+    qg_buf_puts(h, qg_http_reason(status));
+    qg_buf_puts(h, "\r\nDate: ");
+    qg_buf_puts(h, server_date(s));
+    qg_buf_puts(h, "\r\n");
+    if (content_length >= 0) {
+        qg_buf_puts(h, "Content-Length: ");
+        qg_buf_put_int(h, content_length);
+        qg_buf_puts(h, "\r\n");
+    }
     else if (c->keep_alive || !c->close_after) {
         c->response_chunked = true;
         qg_buf_append(h, "Transfer-Encoding: chunked\r\n", 28);
