@@ -35,6 +35,7 @@ typedef struct qg_worker {
     qg_loop *loop;
     qg_server srv;
     pthread_t thread;
+    bool joined;
     qg_notify ctl;             /* main thread -> worker: drain / stop */
     qg_notify ledger_notify;   /* ledger query replies */
     qg_notify dns_notify;      /* resolver replies */

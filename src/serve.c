@@ -219,17 +219,17 @@ int qg_serve(const char *config_path)
     for (int i = 0; i < gw->n_workers; i++) qg_notify_send(&gw->workers[i].ctl);
     /* A second signal ends the drain at once. */
     struct timespec ts = {.tv_sec = 0, .tv_nsec = 50 * 1000000};
-    for (;;) {
-        bool all_done = true;
+    for (int running = gw->n_workers; running;) {
         for (int i = 0; i < gw->n_workers; i++)
-            if (pthread_tryjoin_np(gw->workers[i].thread, NULL) != 0 && gw->workers[i].thread) all_done = false;
-            else gw->workers[i].thread = 0;
-        if (all_done) break;
-        if (sigtimedwait(&set, NULL, &ts) > 0) {
+            if (!gw->workers[i].joined && pthread_tryjoin_np(gw->workers[i].thread, NULL) == 0) {
+                gw->workers[i].joined = true;
+                running--;
+            }
+        if (running && sigtimedwait(&set, NULL, &ts) > 0) {
             qg_warn("second signal: closing all connections now");
             atomic_store(&gw->command, 2);
             for (int i = 0; i < gw->n_workers; i++)
-                if (gw->workers[i].thread) qg_notify_send(&gw->workers[i].ctl);
+                if (!gw->workers[i].joined) qg_notify_send(&gw->workers[i].ctl);
         }
     }
     rc = 0;

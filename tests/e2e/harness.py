@@ -4,6 +4,7 @@ framing, unterminated bodies, SSE events as they arrive).  Standard library only
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -266,11 +267,20 @@ keys:
             con.close()
 
     def close(self):
+        """Stops everything; raises if a sanitizer reported anything in any log."""
         rc = None
         if self.gw:
             rc = self.gw.stop()
         for p in self.procs:
             p.stop()
+        for name in sorted(os.listdir(self.dir)):
+            if name.endswith(".log"):
+                with open(os.path.join(self.dir, name), errors="replace") as f:
+                    text = f.read()
+                for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+                    if marker in text:
+                        raise AssertionError("%s in %s:\n%s" % (marker, name, text[text.index(marker) - 200:][:3000]))
+        shutil.rmtree(self.dir, ignore_errors=True)  # kept when something failed, for the logs
         return rc
 
 

@@ -580,6 +580,7 @@ def test_check_command(binary, sanitized):
     eq(r.returncode, 2, "serve refuses a bad config")
     r = subprocess.run([binary, "--help"], capture_output=True, text=True)
     eq(r.returncode, 0, "--help")
+    env.close()
 
 
 def main():
@@ -612,10 +613,14 @@ def main():
                     env = None
     finally:
         if env is not None:
-            rc = env.close()
-            if rc not in (0, None):
+            try:
+                rc = env.close()
+                if rc not in (0, None):
+                    failed += 1
+                    print("FAIL gateway exit code %r on SIGTERM\n%s" % (rc, env.gw_log()[-4000:]))
+            except AssertionError as e:
                 failed += 1
-                print("FAIL gateway exit code %r on SIGTERM\n%s" % (rc, env.gw_log()[-4000:]))
+                print("FAIL main environment shutdown: %s" % e)
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 
