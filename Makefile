@@ -36,6 +36,9 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/unit/%)
 UNIT_ASAN_BIN := $(UNIT_SRC:tests/unit/%.c=build/unit-asan/%)
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=build/fuzzers/%)
 
+# Object files are not intermediates to delete: the fuzz build would redo them every run.
+.SECONDARY:
+
 .PHONY: all run test test-all unit unit-asan e2e e2e-asan fuzz deps deps-test bench clean
 
 all: build/quotagate

@@ -21,7 +21,9 @@ for f in $fuzzers; do
   corpus=build/corpus/$n
   mkdir -p "$corpus"
   seeds=fuzz/seeds/${n#fuzz_}
-  stage "$n (${fuzz_seconds}s)" "$f" -max_total_time="$fuzz_seconds" -print_final_stats=0 "$corpus" "$seeds"
+  [ -d "$seeds" ] || seeds=""
+  # shellcheck disable=SC2086
+  stage "$n (${fuzz_seconds}s)" "$f" -max_total_time="$fuzz_seconds" -print_final_stats=0 "$corpus" $seeds
 done
 echo
 [ -n "$failures" ] && echo "failed stages:$failures"

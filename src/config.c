@@ -1514,17 +1514,13 @@ int qg_config_load_string(const char *text, size_t n, const char *name, qg_confi
     return 0;
 }
 
-/* Reads at most CFG_MAX_FILE bytes; returns NULL or why not. */
+/* Reads the whole file into b (whose max is CFG_MAX_FILE + 1); returns NULL or why not. */
 static const char *read_config_file(const char *path, qg_buf *b)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return strerror(errno);
     const char *why = NULL;
-    for (;;) {
-        if (qg_buf_reserve(b, 65536) < 0 && qg_buf_reserve(b, 1) < 0) {
-            why = "larger than 4 MiB (the limit for a configuration file)";
-            break;
-        }
+    while (!why && qg_buf_reserve(b, QG_MIN((size_t)65536, b->max - b->len)) == 0 && b->len < b->max) {
         ssize_t r = read(fd, b->data + b->len, b->cap - b->len);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) why = strerror(errno);
@@ -1532,6 +1528,7 @@ static const char *read_config_file(const char *path, qg_buf *b)
         b->len += (size_t)r;
     }
     close(fd);
+    if (!why && b->len > CFG_MAX_FILE) why = "larger than 4 MiB (the limit for a configuration file)";
     return why;
 }
 
@@ -1539,7 +1536,7 @@ int qg_config_load(const char *path, qg_config **out, qg_buf *errs)
 {
     *out = NULL;
     qg_buf text;
-    qg_buf_init(&text, CFG_MAX_FILE);
+    qg_buf_init(&text, CFG_MAX_FILE + 1);
     const char *why = read_config_file(path, &text);
     int rc = -1;
     if (why) {
