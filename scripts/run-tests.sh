@@ -16,6 +16,13 @@ for t in $unit; do stage "unit $(basename "$t")" "$t"; done
 for t in $unit_asan; do stage "unit-asan $(basename "$t")" "$t"; done
 stage "e2e" python3 tests/e2e/run.py --bin build/quotagate
 stage "e2e-asan" python3 tests/e2e/run.py --bin build/quotagate-asan --sanitized
+# A fuzzer's progress lines go to build/fuzz-NAME.log; the stage shows its last line, or
+# the tail of the log (the crash and the reproducer's file name) when it fails.
+fuzz_run() { # fuzz_run BINARY LOG ARGS...
+  bin=$1 log=$2; shift 2
+  if "$bin" "$@" >"$log" 2>&1; then grep -E "^Done [0-9]+ runs" "$log" | tail -1; return 0; fi
+  tail -40 "$log"; return 1
+}
 for f in $fuzzers; do
   n=$(basename "$f")
   corpus=build/corpus/$n
@@ -23,7 +30,7 @@ for f in $fuzzers; do
   seeds=fuzz/seeds/${n#fuzz_}
   [ -d "$seeds" ] || seeds=""
   # shellcheck disable=SC2086
-  stage "$n (${fuzz_seconds}s)" "$f" -max_total_time="$fuzz_seconds" -print_final_stats=0 "$corpus" $seeds
+  stage "$n (${fuzz_seconds}s)" fuzz_run "$f" "build/$n.log" -max_total_time="$fuzz_seconds" "$corpus" $seeds
 done
 echo
 [ -n "$failures" ] && echo "failed stages:$failures"
