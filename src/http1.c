@@ -181,6 +181,8 @@ int qg_http_parse_response(const char *buf, size_t len, size_t max_head, qg_http
         st = st * 10 + (line.p[i] - '0');
     }
     if (st < 100 || (line.n > 12 && line.p[12] != ' ')) return QG_HTTP_ERROR;
+    for (size_t i = 13; i < line.n; i++) /* reason-phrase: HTAB, SP, VCHAR, obs-text */
+        if (!is_value_char((unsigned char)line.p[i])) return QG_HTTP_ERROR;
     m->status = st;
     m->method = m->target = (qg_slice){NULL, 0};
     int rc = parse_headers(p, end, m);

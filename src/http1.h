@@ -59,7 +59,8 @@ int qg_http_parse_response(const char *buf, size_t len, size_t max_head, qg_http
 qg_slice qg_http_header(const qg_http_msg *m, const char *name);
 
 /* True for headers a proxy must not forward (RFC 9110 §7.6.1) plus framing headers it
- * sets itself: Connection, Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade,
+ * sets itself: Connection, Keep-Alive, Proxy-Connection, Proxy-Authenticate,
+ * Proxy-Authorization, TE, Trailer, Transfer-Encoding, Upgrade,
  * Content-Length, Host. */
 bool qg_http_is_hop_header(qg_slice name);
 

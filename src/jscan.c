@@ -160,10 +160,20 @@ static long scan_value(scan *sc, size_t i, int depth, qg_json_type *type)
     }
 }
 
-/* Compares a raw key (between quotes, escapes undecoded) to a plain name. */
+/* Compares a member name (raw, between its quotes) to a plain ASCII name.  Escapes are
+ * decoded first: the provider's parser reads "mod\u0065l" as "model", so must we, or a
+ * client could route and be checked on one model while the provider serves another. */
 static bool key_is(const char *raw, size_t len, const char *name)
 {
-    return strlen(name) == len && memcmp(raw, name, len) == 0;
+    if (!memchr(raw, '\\', len)) return strlen(name) == len && memcmp(raw, name, len) == 0;
+    char dec[64];
+    qg_json_span s = {QG_JSON_STRING, 0, len + 2};
+    char quoted[66];
+    if (len + 2 > sizeof quoted) return false;
+    quoted[0] = '"';
+    memcpy(quoted + 1, raw, len);
+    quoted[len + 1] = '"';
+    return qg_json_string_value(quoted, s, dec, sizeof dec) >= 0 && strcmp(dec, name) == 0;
 }
 
 int qg_jscan_object(const char *text, size_t n, const char *const *wanted, size_t n_wanted,
@@ -198,10 +208,17 @@ int qg_jscan_object(const char *text, size_t n, const char *const *wanted, size_
         }
         i = skip_ws(&sc, i + 1);
         qg_json_type t;
-        long v = scan_value(&sc, i, 1, &t);
+        long v = scan_value(&sc, i, 2, &t); /* the top-level object is depth 1 */
         if (v < 0) goto bad;
-        for (size_t w = 0; w < n_wanted; w++)
-            if (key_is(key, klen, wanted[w])) found[w] = (qg_json_span){t, i, (size_t)v - i};
+        for (size_t w = 0; w < n_wanted; w++) {
+            if (!key_is(key, klen, wanted[w])) continue;
+            /* Parsers disagree on which duplicate wins; refuse to guess for a member we act on. */
+            if (found[w].type != QG_JSON_NONE) {
+                *why = "a member the gateway reads (model, stream, stream_options) appears twice";
+                return -1;
+            }
+            found[w] = (qg_json_span){t, i, (size_t)v - i};
+        }
         i = skip_ws(&sc, (size_t)v);
         if (i < n && text[i] == '}') {
             i = skip_ws(&sc, i + 1);
@@ -226,7 +243,7 @@ bad:
 
 int qg_json_string_value(const char *text, qg_json_span s, char *out, size_t outlen)
 {
-    if (s.type != QG_JSON_STRING || s.len < 2) return -1;
+    if (s.type != QG_JSON_STRING || s.len < 2 || outlen == 0) return -1;
     const char *p = text + s.off + 1, *end = text + s.off + s.len - 1;
     size_t o = 0;
     while (p < end) {
@@ -262,16 +279,19 @@ int qg_json_string_value(const char *text, qg_json_span s, char *out, size_t out
 
 int qg_json_int_value(const char *text, qg_json_span s, int64_t *out)
 {
-    if (s.type != QG_JSON_NUMBER || s.len == 0 || s.len > 18) return -1;
+    if (s.type != QG_JSON_NUMBER || s.len == 0 || s.len > 20) return -1;
     const char *p = text + s.off;
     size_t i = 0;
     bool neg = false;
     if (p[0] == '-') neg = true, i = 1;
-    int64_t v = 0;
+    if (i == s.len) return -1;
+    uint64_t v = 0, lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
     for (; i < s.len; i++) {
         if (p[i] < '0' || p[i] > '9') return -1;
-        v = v * 10 + (p[i] - '0');
+        unsigned d = (unsigned)(p[i] - '0');
+        if (v > (lim - d) / 10) return -1; /* overflow */
+        v = v * 10 + d;
     }
-    *out = neg ? -v : v;
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
     return 0;
 }

@@ -28,8 +28,9 @@ typedef struct {
 } qg_json_span;
 
 /* Validates `text` as one JSON object (surrounding whitespace allowed) and, for each name in
- * wanted[0..n), fills found[i] with the span of that top-level member's value (the last one
- * wins on duplicates).  *open_off receives the offset of the object's '{'.
+ * wanted[0..n), fills found[i] with the span of that top-level member's value.  Member
+ * names are compared after decoding escapes; a wanted member that appears twice is an
+ * error (parsers disagree on which duplicate wins).  *open_off receives the offset of the object's '{'.
  * Returns 0, or -1 with a short reason in *why (static string). */
 int qg_jscan_object(const char *text, size_t n, const char *const *wanted, size_t n_wanted,
                     qg_json_span *found, size_t *open_off, const char **why);

@@ -34,29 +34,50 @@ static int cmp_priority(const void *a, const void *b)
     return x->acct - y->acct;
 }
 
-/* Smooth weighted round robin over targets[lo..hi): appends one full cycle to slots.
- * Large tiers (over 256 accounts or 4096 weight units) fall back to plain rotation. */
+static int64_t gcd64(int64_t a, int64_t b)
+{
+    while (b) {
+        int64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* Smooth weighted round robin (nginx's sequence) over targets[lo..hi): appends one full
+ * cycle to slots.  Weights are divided by their common divisor; if a cycle would still be
+ * longer than MAX_SLOTS_PER_TIER they are scaled down proportionally (each at least 1), so
+ * shares stay close to the configured ones at any weight. */
 static void tier_slots(qg_route *rt, size_t lo, size_t hi, size_t *n_slots)
 {
     size_t n = hi - lo;
-    int current[256] = {0};
-    int total = 0;
-    for (size_t i = lo; i < hi; i++) total += rt->targets[i].a->weight > 0 ? rt->targets[i].a->weight : 1;
-    bool weighted = n <= QG_ARRAY_LEN(current) && total <= MAX_SLOTS_PER_TIER;
-    if (!weighted) total = (int)n;
-    for (int step = 0; step < total; step++) {
-        size_t best = lo + (size_t)step;
-        if (weighted) {
-            best = lo;
-            for (size_t i = lo; i < hi; i++) {
-                current[i - lo] += rt->targets[i].a->weight > 0 ? rt->targets[i].a->weight : 1;
-                if (current[i - lo] > current[best - lo]) best = i;
-            }
-            current[best - lo] -= total;
-        }
-        rt->slots = qg_xrealloc(rt->slots, (*n_slots + 1) * sizeof *rt->slots);
-        rt->slots[(*n_slots)++] = (uint16_t)best;
+    int64_t *w = qg_xcalloc(n, sizeof *w), *current = qg_xcalloc(n, sizeof *current);
+    int64_t g = 0, total = 0;
+    for (size_t i = 0; i < n; i++) {
+        w[i] = rt->targets[lo + i].a->weight > 0 ? rt->targets[lo + i].a->weight : 1;
+        g = gcd64(g, w[i]);
     }
+    for (size_t i = 0; i < n; i++) total += (w[i] /= g);
+    if (total > MAX_SLOTS_PER_TIER && (int64_t)n < MAX_SLOTS_PER_TIER) {
+        int64_t scaled = 0;
+        for (size_t i = 0; i < n; i++) scaled += (w[i] = QG_MAX((int64_t)1, w[i] * MAX_SLOTS_PER_TIER / total));
+        total = scaled;
+    } else if (total > MAX_SLOTS_PER_TIER) {
+        for (size_t i = 0; i < n; i++) w[i] = 1; /* more accounts than slots: plain rotation */
+        total = (int64_t)n;
+    }
+    rt->slots = qg_xrealloc(rt->slots, (*n_slots + (size_t)total) * sizeof *rt->slots);
+    for (int64_t step = 0; step < total; step++) {
+        size_t best = 0;
+        for (size_t i = 0; i < n; i++) {
+            current[i] += w[i];
+            if (current[i] > current[best]) best = i;
+        }
+        current[best] -= total;
+        rt->slots[(*n_slots)++] = (uint16_t)(lo + best);
+    }
+    free(w);
+    free(current);
 }
 
 static void route_finish(qg_route *rt, size_t *cursor_base)
