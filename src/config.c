@@ -59,8 +59,8 @@
 #define CFG_MAX_ALIASES 4096
 #define CFG_MAX_ITEMS 100000u          /* items in one list */
 #define CFG_MAX_ERRORS 50              /* messages listed; the rest are counted */
-#define CFG_MAX_VISITS 4000000u        /* nodes visited, aliases counted each time */
-#define CFG_MAX_BYTES (64u << 20)      /* scalar bytes read, aliases counted each time */
+#define CFG_MAX_VISITS 2000000u        /* nodes visited, aliases counted each time */
+#define CFG_MAX_BYTES (32u << 20)      /* scalar bytes read, aliases counted each time */
 #define CFG_MAX_SCALAR (1u << 20)      /* one value after ${} expansion */
 #define CFG_PATH 192                   /* a field path such as providers[0].accounts[1].name */
 #define CFG_MAX_NAME 128
@@ -88,22 +88,38 @@ typedef struct {
     bool over_budget;
 } ld;
 
+static void vcfg_err(ld *L, bool always, int line, const char *path, const char *fmt, va_list ap)
+{
+    L->n_errs++;
+    if (!L->errs) return;
+    if (L->n_errs == CFG_MAX_ERRORS + 1)
+        qg_buf_appendf(L->errs, "%s: too many errors; only the first %d are listed\n", L->file, CFG_MAX_ERRORS);
+    if (L->n_errs > CFG_MAX_ERRORS && !always) return;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    qg_buf_appendf(L->errs, "%s:%d: %s: %s\n", L->file, line, path[0] ? path : "config", msg);
+}
+
+/* Reports one problem; past CFG_MAX_ERRORS they are only counted. */
 static void cfg_err(ld *L, int line, const char *path, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 static void cfg_err(ld *L, int line, const char *path, const char *fmt, ...)
 {
-    L->n_errs++;
-    if (!L->errs || L->n_errs > CFG_MAX_ERRORS + 1) return;
-    if (L->n_errs == CFG_MAX_ERRORS + 1) {
-        qg_buf_appendf(L->errs, "%s: too many errors; only the first %d are listed\n", L->file, CFG_MAX_ERRORS);
-        return;
-    }
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vcfg_err(L, false, line, path, fmt, ap);
     va_end(ap);
-    qg_buf_appendf(L->errs, "%s:%d: %s: %s\n", L->file, line, path[0] ? path : "config", msg);
+}
+
+/* Reports a problem that explains why the list stops early: never dropped by the cap. */
+static void cfg_err_always(ld *L, int line, const char *path, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void cfg_err_always(ld *L, int line, const char *path, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vcfg_err(L, true, line, path, fmt, ap);
+    va_end(ap);
 }
 
 static int line_of(const yaml_node_t *n) { return (int)n->start_mark.line + 1; }
@@ -111,7 +127,7 @@ static int line_of(const yaml_node_t *n) { return (int)n->start_mark.line + 1; }
 static void over_budget(ld *L, int line, const char *path)
 {
     if (!L->over_budget)
-        cfg_err(L, line, path, "the document expands too much (aliases?); giving up on the rest");
+        cfg_err_always(L, line, path, "the document expands too much (aliases?); giving up on the rest");
     L->over_budget = true;
 }
 
@@ -163,8 +179,10 @@ typedef struct {
     bool from_env; /* an environment value went into it: never echo it */
 } scal;
 
+/* Wipes as well: any value may have been a secret. */
 static void scal_free(scal *sc)
 {
+    if (sc->s) OPENSSL_cleanse(sc->s, sc->n);
     free(sc->s);
     sc->s = NULL;
 }
@@ -350,15 +368,18 @@ static int parse_port(const char *p, size_t n, int *port)
     return 0;
 }
 
-/* The UTC offset (minutes) written in an RFC 3339 timestamp that qg_parse_rfc3339 accepted. */
+static bool two_digits(const char *p) { return p[0] >= '0' && p[0] <= '9' && p[1] >= '0' && p[1] <= '9'; }
+
+/* The UTC offset (minutes) at the end of an RFC 3339 timestamp that qg_parse_rfc3339
+ * accepted: "Z", "+08:00" or "+0800"; 0 for a date alone. */
 static int rfc3339_offset_min(const char *s)
 {
     qg_slice t = qg_slice_trim(qg_slice_of(s));
-    if (t.n <= 10 || t.p[t.n - 1] == 'Z' || t.p[t.n - 1] == 'z') return 0;
-    const char *o = t.p[t.n - 6] == '+' || t.p[t.n - 6] == '-' ? t.p + t.n - 6 : t.p + t.n - 5;
-    int h = (o[1] - '0') * 10 + (o[2] - '0');
+    if (t.n <= 10) return 0;
+    const char *o = t.p + t.n - (t.p[t.n - 3] == ':' ? 6 : 5);
     const char *m = o[3] == ':' ? o + 4 : o + 3;
-    int mins = h * 60 + (m[0] - '0') * 10 + (m[1] - '0');
+    if ((o[0] != '+' && o[0] != '-') || !two_digits(o + 1) || !two_digits(m)) return 0;
+    int mins = ((o[1] - '0') * 10 + (o[2] - '0')) * 60 + (m[0] - '0') * 10 + (m[1] - '0');
     return o[0] == '-' ? -mins : mins;
 }
 
@@ -422,7 +443,6 @@ static int set_str(ld *L, const field *f, yaml_node_t *v, const char *path, void
     else if (f->type == F_SECRET && strchr(sc.s, ' ')) why = "must not contain spaces";
     if (why) {
         cfg_err(L, line_of(v), path, "%s", why);
-        if (f->type == F_SECRET) OPENSSL_cleanse(sc.s, sc.n);
         scal_free(&sc);
         return -1;
     }
@@ -689,6 +709,11 @@ static void unknown_field(ld *L, const yaml_node_t *k, const char *path, const f
 {
     const char *key = (const char *)k->data.scalar.value;
     size_t kn = k->data.scalar.length, best = SIZE_MAX;
+    if (kn == 2 && !memcmp(key, "<<", 2)) {
+        cfg_err(L, line_of(k), path, "YAML merge keys (<<) are not supported; write the fields out (anchors and "
+                                     "aliases of whole values work)");
+        return;
+    }
     const char *guess = NULL;
     for (size_t i = 0; i < nf; i++) {
         size_t d = edit_distance(key, kn, fs[i].name);
@@ -865,6 +890,8 @@ static void not_for(ld *L, yaml_node_t *const *at, int i, const char *path, cons
 static void check_bucket(ld *L, yaml_node_t *n, const char *path, qg_bucket_cfg *b, yaml_node_t *const *at,
                          int64_t ok)
 {
+    if ((ok & (1 << BF_UNIT)) && b->unit == QG_UNIT_PERCENT && b->limit > 100)
+        not_for(L, at, BF_LIMIT, path, "a percent limit must be at most 100");
     if (!(ok & (1 << BF_KIND))) return;
     if (b->kind == QG_BUCKET_CREDITS) {
         for (int i = BF_PERIOD; i <= BF_ANCHOR; i++) not_for(L, at, i, path, "applies only to window and rate buckets");
@@ -875,12 +902,11 @@ static void check_bucket(ld *L, yaml_node_t *n, const char *path, qg_bucket_cfg 
             path_field(sub, sizeof sub, path, "period", 6);
             cfg_err(L, line_of(n), sub, "is required for %s buckets", kind_names[b->kind]);
         }
-        if (!at[BF_RESET] && b->kind == QG_BUCKET_RATE) b->reset = QG_RESET_SLIDING;
+        /* rate limits refill continuously: sliding unless anchored explicitly or by an anchor */
+        if (!at[BF_RESET] && !at[BF_ANCHOR] && b->kind == QG_BUCKET_RATE) b->reset = QG_RESET_SLIDING;
         if ((ok & (1 << BF_RESET)) && b->reset != QG_RESET_ANCHORED)
             not_for(L, at, BF_ANCHOR, path, "applies only to reset: anchored");
     }
-    if ((ok & (1 << BF_UNIT)) && b->unit == QG_UNIT_PERCENT && b->limit > 100)
-        not_for(L, at, BF_LIMIT, path, "a percent limit must be at most 100");
 }
 
 static void parse_bucket(ld *L, yaml_node_t *n, const char *path, qg_bucket_cfg *b)
@@ -1056,7 +1082,7 @@ static int f_providers(ld *L, yaml_node_t *v, const char *path, void *obj)
 {
     qg_config *c = obj;
     size_t n;
-    if (list_len(L, v, path, 0, &n) < 0) return -1;
+    if (list_len(L, v, path, 1, &n) < 0) return -1; /* a gateway with nothing behind it is a mistake */
     c->providers = qg_xcalloc(n, sizeof *c->providers);
     c->n_providers = n;
     dupset names;
@@ -1213,8 +1239,7 @@ static int f_key_secret(ld *L, yaml_node_t *v, const char *path, void *obj)
     else if (strchr(sc.s, ' ')) why = "must not contain spaces";
     else qg_key_hash(sc.s, sc.n, k->hash);
     if (why) cfg_err(L, line_of(v), path, "%s", why);
-    OPENSSL_cleanse(sc.s, sc.n);
-    scal_free(&sc);
+    scal_free(&sc); /* the secret is wiped here: only the hash stays */
     return why ? -1 : 0;
 }
 
@@ -1319,7 +1344,8 @@ static int f_store(ld *L, yaml_node_t *v, const char *path, void *obj)
 #define SIZE(nm, member) {nm, F_SIZE, AT(qg_limits, member), .min = 1, .max = (double)CFG_MAX_SIZE}
 static const field limits_fields[] = {
     SIZE("max_body", max_body),
-    SIZE("max_header", max_header),
+    /* a head's length travels as an int through the parser: keep it well inside */
+    {"max_header", F_SIZE, AT(qg_limits, max_header), .min = 1024, .max = (double)(16u << 20)},
     {"max_connections", F_INT, AT(qg_limits, max_connections), .min = 1, .max = 10000000},
     DUR("client_idle_timeout", client_idle_timeout_ms, 1),
     DUR("upstream_connect_timeout", upstream_connect_timeout_ms, 1),
@@ -1347,7 +1373,7 @@ static const field top_fields[] = {
     {"store", F_FN, .fn = f_store},
     {"limits", F_FN, .fn = f_limits},
     {"models", F_FN, .fn = f_models},
-    {"providers", F_FN, .fn = f_providers},
+    {"providers", F_FN, .required = true, .fn = f_providers},
     {"keys", F_FN, .fn = f_keys},
 };
 
