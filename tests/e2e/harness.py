@@ -304,6 +304,17 @@ def messages(model="claude-test", stream=False, **extra):
     return b
 
 
+def one_provider(sim_port, models="[gpt-test]", api_key="k"):
+    """The providers: block for one OpenAI-dialect provider on a simulator."""
+    return """
+  - name: p
+    dialect: openai
+    base_url: http://127.0.0.1:%d
+    models: %s
+    accounts: [{ name: a, api_key: %s }]
+""" % (sim_port, models, api_key)
+
+
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:

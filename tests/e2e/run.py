@@ -18,8 +18,8 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (ADMIN, ANTH, AUTH, KEY, Client, Env, chat, free_port, messages, port_open,  # noqa: E402
-                     request, rss_kb, sse_events, wait_until)
+from harness import (ADMIN, ANTH, AUTH, KEY, Client, Env, chat, free_port, messages, one_provider,  # noqa: E402
+                     port_open, request, rss_kb, sse_events, wait_until)
 
 TESTS = []
 
@@ -480,13 +480,7 @@ def test_sigterm_drain(binary, sanitized):
     env = Env(binary, sanitized)
     try:
         sim = env.start_sim("--chunks", "30", "--chunk-delay", "50ms")
-        env.start_gateway(env.config(f"""
-  - name: p
-    dialect: openai
-    base_url: http://127.0.0.1:{sim}
-    models: [gpt-test]
-    accounts: [{{ name: a, api_key: k }}]
-"""))
+        env.start_gateway(env.config(one_provider(sim)))
         c = Client(env.port)
         c.send("POST", "/v1/chat/completions", chat(stream=True), AUTH)
         head = c.read_response(head_only=True)
@@ -516,13 +510,7 @@ def test_kill9_under_load_then_restart(binary, sanitized):
     env = Env(binary, sanitized)
     try:
         sim = env.start_sim("--chunks", "3", "--workers", "2")
-        cfg = env.config(f"""
-  - name: p
-    dialect: openai
-    base_url: http://127.0.0.1:{sim}
-    models: [gpt-test]
-    accounts: [{{ name: a, api_key: k }}]
-""", workers=2)
+        cfg = env.config(one_provider(sim), workers=2)
         env.start_gateway(cfg)
         done = []
         stop = threading.Event()
