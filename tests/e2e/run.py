@@ -18,7 +18,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (ADMIN, ANTH, AUTH, KEY, Client, Env, chat, free_port, messages, one_provider,  # noqa: E402
+from harness import (ADMIN, ANTH, AUTH, KEY, Client, Env, chat, messages, one_provider,  # noqa: E402
                      port_open, request, rss_kb, sse_events, wait_until)
 
 TESTS = []
