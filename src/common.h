@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdbool.h>
 #include <string.h>
+#include <strings.h>
 
 #define QG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define QG_MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -28,6 +29,8 @@ typedef struct {
 static inline qg_slice qg_slice_of(const char *s) { return (qg_slice){s, s ? strlen(s) : 0}; }
 bool qg_slice_eq(qg_slice a, const char *lit);
 bool qg_slice_ieq(qg_slice a, const char *lit); /* ASCII case-insensitive */
+/* The same against a string literal: the length test comes first and costs nothing. */
+#define QG_SLICE_IEQ_LIT(s, lit) ((s).n == sizeof(lit) - 1 && strncasecmp((s).p, (lit), sizeof(lit) - 1) == 0)
 qg_slice qg_slice_trim(qg_slice s);             /* strip spaces and tabs both ends */
 /* Copies a slice into a fresh NUL-terminated heap string (caller frees). */
 char *qg_slice_dup(qg_slice s);

@@ -55,10 +55,18 @@ static int hex4(const char *p)
     return 0;
 }
 
+/* 1 for bytes that need a closer look inside a string: '"', '\\', controls, non-ASCII. */
+static const uint8_t str_special[256] = {
+    [0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xff] = 1,
+};
+
 static long scan_string(scan *sc, size_t i)
 {
     i++; /* opening quote */
     while (i < sc->n) {
+        /* plain ASCII runs are most of every body: one table lookup per byte */
+        while (i < sc->n && !str_special[(unsigned char)sc->s[i]]) i++;
+        if (i >= sc->n) break;
         unsigned char c = (unsigned char)sc->s[i];
         if (c == '"') return (long)(i + 1);
         if (c == '\\') {

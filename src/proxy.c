@@ -261,7 +261,7 @@ static void build_response_head(qg_exchange *ex, const qg_http_msg *resp, qg_buf
 {
     for (size_t i = 0; i < resp->n_headers; i++) {
         qg_slice n = resp->headers[i].name;
-        if (qg_http_is_hop_header(n) || qg_slice_ieq(n, "date") || qg_slice_ieq(n, "server")) continue;
+        if (qg_http_is_hop_header(n) || QG_SLICE_IEQ_LIT(n, "date") || QG_SLICE_IEQ_LIT(n, "server")) continue;
         qg_buf_append(h, n.p, n.n);
         qg_buf_append(h, ": ", 2);
         qg_buf_append(h, resp->headers[i].value.p, resp->headers[i].value.n);
@@ -442,13 +442,15 @@ static void start_attempt(qg_exchange *ex)
 /* Copies the client headers worth forwarding, then the request target (path + query). */
 static void build_forward_headers(qg_exchange *ex, const qg_http_msg *m)
 {
-    static const char *const drop[] = {"authorization", "x-api-key", "expect", "accept-encoding",
-                                       "openai-organization", "openai-project", "cookie"};
+    static const qg_slice drop[] = {QG_SLICE_LIT("authorization"), QG_SLICE_LIT("x-api-key"), QG_SLICE_LIT("expect"),
+                                    QG_SLICE_LIT("accept-encoding"), QG_SLICE_LIT("openai-organization"),
+                                    QG_SLICE_LIT("openai-project"), QG_SLICE_LIT("cookie")};
     qg_buf *f = &ex->fwd;
     for (size_t i = 0; i < m->n_headers; i++) {
         qg_slice n = m->headers[i].name;
         bool skip = qg_http_is_hop_header(n);
-        for (size_t k = 0; !skip && k < QG_ARRAY_LEN(drop); k++) skip = qg_slice_ieq(n, drop[k]);
+        for (size_t k = 0; !skip && k < QG_ARRAY_LEN(drop); k++)
+            skip = n.n == drop[k].n && strncasecmp(n.p, drop[k].p, n.n) == 0;
         if (skip) continue;
         qg_buf_append(f, n.p, n.n);
         qg_buf_append(f, ": ", 2);

@@ -30,6 +30,8 @@
 #endif
 #include "usage.h"
 
+#include "jscan.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 
@@ -137,9 +139,16 @@ static bool usage_from_object(qg_dialect d, const cJSON *us, qg_usage *u)
 int qg_usage_from_json(qg_dialect d, const char *body, size_t n, qg_usage *u)
 {
     memset(u, 0, sizeof *u);
-    cJSON *root = cJSON_ParseWithLength(body, n);
-    bool ok = usage_from_object(d, member(root, "usage"), u);
-    cJSON_Delete(root);
+    /* Build a tree of the usage object only: a whole chat response parsed by cJSON costs
+     * ~30k instructions (a malloc per node); the span scanner validates the body without
+     * allocating, and the usage object is a dozen nodes. */
+    static const char *const wanted[] = {"usage"};
+    qg_json_span us;
+    const char *why;
+    if (qg_jscan_object(body, n, wanted, 1, &us, NULL, &why) < 0 || us.type != QG_JSON_OBJECT) return -1;
+    cJSON *obj = cJSON_ParseWithLength(body + us.off, us.len);
+    bool ok = usage_from_object(d, obj, u);
+    cJSON_Delete(obj);
     return ok ? 0 : -1;
 }
 
