@@ -42,9 +42,13 @@ static void check_span(const char *t, size_t n, qg_json_span s)
         qg_json_span inner[3];
         size_t open = 99;
         const char *why = NULL;
-        CHECK(qg_jscan_object(copy, s.len, wanted, 3, inner, &open, &why) == 0);
-        CHECK(open == 0);
-        for (int i = 0; i < 3; i++) check_span(copy, s.len, inner[i]);
+        /* nested objects may repeat a name the top level refuses to see twice */
+        int rc = qg_jscan_object(copy, s.len, wanted, 3, inner, &open, &why);
+        CHECK(rc == 0 || (why && strstr(why, "appears twice")));
+        if (rc == 0) {
+            CHECK(open == 0);
+            for (int i = 0; i < 3; i++) check_span(copy, s.len, inner[i]);
+        }
         free(copy);
     }
     if (s.type == QG_JSON_STRING) {

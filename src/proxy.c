@@ -461,8 +461,9 @@ static void build_forward_headers(qg_exchange *ex, const qg_http_msg *m)
     qg_buf_append(f, m->target.p, m->target.n);
 }
 
-/* Decides the include_usage splice for an OpenAI stream (see jscan.h for why a splice). */
-static void plan_usage_splice(qg_exchange *ex, size_t open_off, qg_json_span so)
+/* Decides the include_usage splice for an OpenAI stream (see jscan.h for why a splice).
+ * Returns -1 when stream_options is ambiguous (include_usage twice). */
+static int plan_usage_splice(qg_exchange *ex, size_t open_off, qg_json_span so)
 {
     const char *b = ex->body.data;
     if (so.type == QG_JSON_NONE) {
@@ -477,8 +478,8 @@ static void plan_usage_splice(qg_exchange *ex, size_t open_off, qg_json_span so)
         qg_json_span u;
         size_t inner_open;
         const char *why;
-        if (qg_jscan_object(b + so.off, so.len, iu, 1, &u, &inner_open, &why) < 0) return;
-        if (u.type == QG_JSON_TRUE) return; /* the client asked for usage itself */
+        if (qg_jscan_object(b + so.off, so.len, iu, 1, &u, &inner_open, &why) < 0) return -1;
+        if (u.type == QG_JSON_TRUE) return 0; /* the client asked for usage itself */
         if (u.type != QG_JSON_NONE) {
             ex->splice_off = so.off + u.off;
             ex->splice_del = u.len;
@@ -490,6 +491,7 @@ static void plan_usage_splice(qg_exchange *ex, size_t open_off, qg_json_span so)
         }
     }
     ex->strip_usage_chunk = true;
+    return 0;
 }
 
 static bool model_allowed(const qg_key_cfg *k, const char *model)
@@ -565,7 +567,10 @@ static void proxy_request(qg_worker *w, qg_conn *c, const qg_http_msg *m, qg_buf
         finish_error(ex, 403, "model_not_allowed", "this API key may not use that model", 0);
         return;
     }
-    if (ep->splice_usage && ex->stream) plan_usage_splice(ex, open_off, f[2]);
+    if (ep->splice_usage && ex->stream && plan_usage_splice(ex, open_off, f[2]) < 0) {
+        finish_error(ex, 400, "invalid_request", "stream_options.include_usage appears twice", 0);
+        return;
+    }
     build_forward_headers(ex, m);
     start_attempt(ex);
 }

@@ -246,6 +246,10 @@ def test_request_errors(env):
     eq((r.status, json.loads(r.body)["error"]["code"]), (400, "invalid_request"), "bad json")
     r = request(env.port, "POST", "/v1/chat/completions", {"messages": []}, AUTH)
     eq(r.status, 400, "missing model")
+    dup = b'{"model":"gpt-test","model":"gpt-bulk","messages":[]}'
+    eq(request(env.port, "POST", "/v1/chat/completions", dup, AUTH).status, 400, "model twice: ambiguous")
+    dup = b'{"model":"gpt-test","stream":true,"stream_options":{"include_usage":false,"include_usage":true}}'
+    eq(request(env.port, "POST", "/v1/chat/completions", dup, AUTH).status, 400, "include_usage twice")
     big = chat(padding="x" * (70 * 1024))
     r = request(env.port, "POST", "/v1/chat/completions", big, AUTH)
     eq((r.status, json.loads(r.body)["error"]["code"]), (413, "request_too_large"), "oversize body")
