@@ -26,6 +26,10 @@ struct qg_loop {
     size_t heap_cap;
     qg_deferred *defer_head;
     qg_deferred *defer_tail;
+    /* The batch being dispatched: a callback may stop (and free) an io whose event is
+     * still ahead in it, so qg_io_stop clears those entries. */
+    struct epoll_event *batch;
+    int batch_next, batch_len;
 };
 
 static int64_t mono_now(void)
@@ -82,6 +86,10 @@ int qg_io_start_listen(qg_loop *l, qg_io *io, int fd, qg_io_cb cb, void *ud)
 void qg_io_stop(qg_loop *l, qg_io *io)
 {
     if (io->fd >= 0) epoll_ctl(l->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+    /* Its owner may free it as soon as we return: forget its events not yet dispatched
+     * (at most one batch to look through, as libuv does). */
+    for (int i = l->batch_next; i < l->batch_len; i++)
+        if (l->batch[i].data.ptr == io) l->batch[i].data.ptr = NULL;
 }
 
 /* ---- timer heap ---- */
@@ -224,10 +232,14 @@ int qg_loop_run(qg_loop *l)
             return -1;
         }
         l->now = mono_now();
+        l->batch = events;
+        l->batch_len = n;
         for (int i = 0; i < n; i++) {
             qg_io *io = events[i].data.ptr;
-            io->cb(io, events[i].events);
+            l->batch_next = i + 1;
+            if (io) io->cb(io, events[i].events); /* NULL: stopped by an earlier callback */
         }
+        l->batch_len = l->batch_next = 0;
         run_deferred(l);
         run_timers(l);
         run_deferred(l);

@@ -9,7 +9,9 @@
  * epoll_ctl at all.
  *
  * Ownership: the loop never owns qg_io or qg_timer objects; they are embedded in their
- * owners (a connection), which must stop timers and remove fds before freeing.  Nothing
+ * owners (a connection), which must stop timers and remove fds before freeing.  qg_io_stop
+ * also drops the io's events still pending in the batch being dispatched, so an owner may
+ * be freed from inside any callback, its own or another's.  Nothing
  * here is thread-safe: a loop and everything registered on it belong to one thread.
  * Other threads talk to a loop only through a qg_notify (an eventfd).
  */

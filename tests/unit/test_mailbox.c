@@ -17,6 +17,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define ITEM(i) ((void *)(uintptr_t)((i) + 1)) /* never NULL: NULL means "empty" */
 #define INDEX(p) ((size_t)(uintptr_t)(p) - 1)
@@ -508,6 +510,50 @@ static void test_deferred(void **state)
     qg_loop_free(l);
 }
 
+/* ---- io: an owner freed by another's callback in the same batch ---- */
+
+typedef struct {
+    qg_loop *loop;
+    qg_io io[2];
+    int calls[2];
+    bool stopped[2];
+} io_pair;
+
+static void peer_stopping_cb(qg_io *io, uint32_t events)
+{
+    io_pair *p = io->ud;
+    int self = io == &p->io[0] ? 0 : 1, other = 1 - self;
+    /* A stopped io is never called again, even with its event already in the batch. */
+    assert_false(p->stopped[self]);
+    p->calls[self]++;
+    if (!p->stopped[other]) {
+        qg_io_stop(p->loop, &p->io[other]); /* as a proxy freeing its upstream on client close */
+        p->stopped[other] = true;
+        memset(&p->io[other], 0x5a, sizeof p->io[other]); /* what a free would leave */
+    }
+    qg_loop_stop(p->loop);
+}
+
+/* Both fds are ready in one epoll batch; the first callback stops the second io.  Before
+ * qg_io_stop cleared pending events, the loop then called through the dead io (a
+ * use-after-free seen under load when wrk closed 32 connections at once). */
+static void test_io_stopped_within_batch(void **state)
+{
+    for (int round = 0; round < 20; round++) {
+        io_pair p = {.loop = qg_loop_new()};
+        int fds[2][2];
+        for (int k = 0; k < 2; k++) {
+            assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds[k]), 0);
+            assert_int_equal(write(fds[k][1], "x", 1), 1);
+        }
+        for (int k = 0; k < 2; k++) assert_int_equal(qg_io_start(p.loop, &p.io[k], fds[k][0], peer_stopping_cb, &p), 0);
+        assert_int_equal(qg_loop_run(p.loop), 0);
+        assert_int_equal(p.calls[0] + p.calls[1], 1);
+        for (int k = 0; k < 2; k++) close(fds[k][0]), close(fds[k][1]);
+        qg_loop_free(p.loop);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -521,6 +567,7 @@ int main(void)
         cmocka_unit_test(test_timer_rearm_from_callback),
         cmocka_unit_test(test_timer_random_ops),
         cmocka_unit_test(test_deferred),
+        cmocka_unit_test(test_io_stopped_within_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
