@@ -8,7 +8,7 @@
 #
 # Dependencies come from Debian packages through pkg-config only (scripts/deps.sh).
 
-PKGS      := openssl yaml-0.1 sqlite3 libcjson
+PKGS      := openssl yaml-0.1 sqlite3
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
 WARN      := -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-missing-field-initializers

@@ -4,9 +4,8 @@
  * stream through qg_sse_feed.  Besides "no crash, no leak", counts must stay non-negative and
  * the normalised invariants hold (Anthropic input includes its cache reads and writes).
  *
- * libcjson comes from the distribution, without ASan, so an over-read inside it would go
- * unnoticed; the input is therefore copied to end exactly at a PROT_NONE guard page, where
- * reading one byte too far faults.
+ * The input is copied to end exactly at a PROT_NONE guard page, so reading one byte too far
+ * faults even in code built without ASan (strtod in libc reads number spellings).
  */
 #include "sse.h"
 #include "usage.h"

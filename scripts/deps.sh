@@ -4,7 +4,7 @@
 # As root it runs apt-get; otherwise it uses sudo when available, else prints what to install.
 set -eu
 set_name=${1:-build}
-BUILD="gcc make pkg-config libssl-dev libyaml-dev libsqlite3-dev libcjson-dev ca-certificates openssl curl python3"
+BUILD="gcc make pkg-config libssl-dev libyaml-dev libsqlite3-dev ca-certificates openssl curl python3"
 TEST="libcmocka-dev clang libclang-rt-14-dev"
 BENCH="nginx-light wrk valgrind"
 case "$set_name" in

@@ -60,12 +60,39 @@ static const uint8_t str_special[256] = {
     [0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xff] = 1,
 };
 
+/* The bytes of x (8 bytes loaded little-endian) that need a closer look, as str_special:
+ * their top bits set in the result.  Word-at-a-time tests: (v - 0x01..) & ~v & 0x80.. marks
+ * the zero bytes of v, and with 0x20.. in place of 0x01.. the bytes below 0x20.  A borrow
+ * can mark a byte above a true hit too, never below one, so the lowest mark is exact. */
+static uint64_t word_special(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    uint64_t quote = x ^ (ones * '"'), backslash = x ^ (ones * '\\');
+    uint64_t control = (x - ones * 0x20) & ~x;
+    uint64_t has_quote = (quote - ones) & ~quote, has_backslash = (backslash - ones) & ~backslash;
+    return (control | has_quote | has_backslash | x) & highs;
+}
+
+/* The first byte at or after i that str_special marks, or n. */
+static size_t next_special(const scan *sc, size_t i)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    for (; i + 8 <= sc->n; i += 8) {
+        uint64_t w;
+        memcpy(&w, sc->s + i, 8);
+        uint64_t m = word_special(w);
+        if (m) return i + (size_t)(__builtin_ctzll(m) >> 3);
+    }
+#endif
+    while (i < sc->n && !str_special[(unsigned char)sc->s[i]]) i++;
+    return i;
+}
+
 static long scan_string(scan *sc, size_t i)
 {
     i++; /* opening quote */
     while (i < sc->n) {
-        /* plain ASCII runs are most of every body: one table lookup per byte */
-        while (i < sc->n && !str_special[(unsigned char)sc->s[i]]) i++;
+        i = next_special(sc, i); /* plain ASCII runs are most of every body */
         if (i >= sc->n) break;
         unsigned char c = (unsigned char)sc->s[i];
         if (c == '"') return (long)(i + 1);
@@ -171,9 +198,10 @@ static long scan_value(scan *sc, size_t i, int depth, qg_json_type *type)
 /* Compares a member name (raw, between its quotes) to a plain ASCII name.  Escapes are
  * decoded first: the provider's parser reads "mod\u0065l" as "model", so must we, or a
  * client could route and be checked on one model while the provider serves another. */
-static bool key_is(const char *raw, size_t len, const char *name)
+static bool key_is(const char *raw, size_t len, bool escaped, const char *name)
 {
-    if (!memchr(raw, '\\', len)) return strlen(name) == len && memcmp(raw, name, len) == 0;
+    /* raw holds no NUL (controls are invalid in JSON strings), so strncmp stops at name's */
+    if (!escaped) return len ? name[0] == raw[0] && strncmp(name, raw, len) == 0 && name[len] == 0 : !name[0];
     char dec[64];
     qg_json_span s = {QG_JSON_STRING, 0, len + 2};
     char quoted[66];
@@ -218,8 +246,9 @@ int qg_jscan_object(const char *text, size_t n, const char *const *wanted, size_
         qg_json_type t;
         long v = scan_value(&sc, i, 2, &t); /* the top-level object is depth 1 */
         if (v < 0) goto bad;
+        bool escaped = n_wanted && memchr(key, '\\', klen);
         for (size_t w = 0; w < n_wanted; w++) {
-            if (!key_is(key, klen, wanted[w])) continue;
+            if (!key_is(key, klen, escaped, wanted[w])) continue;
             /* Parsers disagree on which duplicate wins; refuse to guess for a member we act on. */
             if (found[w].type != QG_JSON_NONE) {
                 *why = "a member the gateway reads (model, stream, stream_options) appears twice";

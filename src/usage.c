@@ -3,17 +3,17 @@
  *
  * Why it looks like this: usage settles what a request really cost (SPEC §4.10), so the
  * numbers must be exact, and the stream path runs once per forwarded SSE event, so it must be
- * cheap.  Hence two halves:
+ * cheap.  Hence two halves, neither of which allocates:
  *
- *   - Field mapping (cJSON).  One function per usage shape: OpenAI Chat Completions (also
- *     embeddings, OpenRouter's cost and cache writes, DeepSeek's cache-hit fallback, Groq's
- *     x_groq.usage), OpenAI Responses (told apart from chat by `input_tokens` instead of
- *     `prompt_tokens`), and Anthropic (whose input_tokens excludes cache reads and writes, so
- *     the normalised input is the sum of all three).  Counts are read by name only, never "every
- *     number in usage" (Groq puts float timings there), and a count that is not a non-negative
- *     number below 2^53 is treated as absent.
+ *   - Field mapping (the span scanner of jscan.h).  One function per usage shape: OpenAI
+ *     Chat Completions (also embeddings, OpenRouter's cost and cache writes, DeepSeek's
+ *     cache-hit fallback, Groq's x_groq.usage), OpenAI Responses (told apart from chat by
+ *     `input_tokens` instead of `prompt_tokens`), and Anthropic (whose input_tokens excludes
+ *     cache reads and writes, so the normalised input is the sum of all three).  Counts are
+ *     read by name only, never "every number in usage" (Groq puts float timings there), and a
+ *     count that is not a non-negative number below 2^53 is treated as absent.
  *
- *   - Stream classification (bytes first).  An event is JSON-parsed only if its data has a
+ *   - Stream classification (bytes first).  An event is JSON-scanned only if its data has a
  *     `"usage"` member whose value is an object (`"usage":null`, present on every OpenAI
  *     chunk, does not count) or, for OpenAI chat chunks, an `"error"` object.  Everything
  *     else — deltas, [DONE], message_stop, error event names — is recognised from the event
@@ -32,101 +32,169 @@
 
 #include "jscan.h"
 
-#include <cjson/cJSON.h>
+#include <assert.h>
 #include <math.h>
+#include <stdlib.h>
 
-#define MAX_EXACT_COUNT 9007199254740992.0 /* 2^53: above it a double is no longer an exact count */
+#define MAX_EXACT_COUNT (INT64_C(1) << 53) /* above it a double is no longer an exact count */
+#define MAX_NUMBER_LEN 63                 /* longer number spellings are not counts we accept */
 
-/* ---- reading counts ---- */
+/* ---- reading members ----
+ *
+ * A usage object is read with the span scanner: one pass over the object fills the spans of
+ * every member the shape may need, and nested detail objects get a pass of their own.  No
+ * tree, no allocation: a cJSON tree of the same object cost ~12k instructions per request. */
 
-static const cJSON *member(const cJSON *obj, const char *name)
+typedef struct {
+    const char *text; /* the whole document the spans point into */
+    qg_json_span span;
+} jval;
+
+static bool is_object(jval v) { return v.span.type == QG_JSON_OBJECT; }
+static bool is_present(jval v) { return v.span.type != QG_JSON_NONE; }
+
+/* Fills out[i] with member names[i] of object v (type NONE when absent).  An object that
+ * is not valid JSON, or names a wanted member twice, yields nothing: which duplicate a
+ * provider meant is a guess we do not make with money. */
+static void members(jval v, const char *const *names, size_t n, jval *out)
 {
-    return cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
+    qg_json_span spans[16];
+    const char *why;
+    assert(n <= QG_ARRAY_LEN(spans));
+    bool ok = is_object(v) && qg_jscan_object(v.text + v.span.off, v.span.len, names, n, spans, NULL, &why) == 0;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = (jval){v.text, {QG_JSON_NONE, 0, 0}};
+        if (ok && spans[i].type != QG_JSON_NONE)
+            out[i].span = (qg_json_span){spans[i].type, v.span.off + spans[i].off, spans[i].len};
+    }
 }
 
-static bool get_count(const cJSON *obj, const char *name, int64_t *out)
+static jval member(jval v, const char *name)
 {
-    const cJSON *v = member(obj, name);
-    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) || v->valuedouble > MAX_EXACT_COUNT) return false;
-    *out = (int64_t)v->valuedouble;
+    jval out;
+    members(v, &name, 1, &out);
+    return out;
+}
+
+/* A JSON number as a double (strtod, like any JSON parser); false if not a number. */
+static bool number_value(jval v, double *out)
+{
+    if (v.span.type != QG_JSON_NUMBER || v.span.len > MAX_NUMBER_LEN) return false;
+    char buf[MAX_NUMBER_LEN + 1];
+    memcpy(buf, v.text + v.span.off, v.span.len);
+    buf[v.span.len] = 0;
+    *out = strtod(buf, NULL);
     return true;
 }
 
-static bool get_nested_count(const cJSON *obj, const char *parent, const char *name, int64_t *out)
+/* A token count: a non-negative number below 2^53 (an integer spelling is read exactly; a
+ * fraction or exponent goes through strtod and is truncated).  Anything else is absent. */
+static bool count_value(jval v, int64_t *out)
 {
-    return get_count(member(obj, parent), name, out);
+    int64_t i;
+    if (qg_json_int_value(v.text, v.span, &i) == 0) {
+        if (i < 0 || i > MAX_EXACT_COUNT) return false;
+        *out = i;
+        return true;
+    }
+    double d;
+    if (!number_value(v, &d) || !(d >= 0) || d > (double)MAX_EXACT_COUNT) return false;
+    *out = (int64_t)d;
+    return true;
 }
 
-static void get_cost(const cJSON *usage, qg_usage *u)
+static void cost_value(jval v, qg_usage *u)
 {
-    const cJSON *v = member(usage, "cost");
-    if (cJSON_IsNumber(v) && isfinite(v->valuedouble)) u->cost = v->valuedouble, u->has_cost = true;
+    double d;
+    if (number_value(v, &d) && isfinite(d)) u->cost = d, u->has_cost = true;
 }
 
 /* ---- the shapes ---- */
 
+/* Members of an OpenAI-dialect usage object, one scan for both shapes. */
+enum { O_PROMPT, O_COMPLETION, O_TOTAL, O_PROMPT_DETAILS, O_CACHE_HIT, O_COMPLETION_DETAILS,
+       O_INPUT, O_OUTPUT, O_INPUT_DETAILS, O_OUTPUT_DETAILS, O_COST, O_COUNT };
+static const char *const openai_names[O_COUNT] = {
+    [O_PROMPT] = "prompt_tokens", [O_COMPLETION] = "completion_tokens", [O_TOTAL] = "total_tokens",
+    [O_PROMPT_DETAILS] = "prompt_tokens_details", [O_CACHE_HIT] = "prompt_cache_hit_tokens",
+    [O_COMPLETION_DETAILS] = "completion_tokens_details", [O_INPUT] = "input_tokens",
+    [O_OUTPUT] = "output_tokens", [O_INPUT_DETAILS] = "input_tokens_details",
+    [O_OUTPUT_DETAILS] = "output_tokens_details", [O_COST] = "cost",
+};
+
 /* Chat Completions / completions / embeddings.  Returns false without prompt or completion. */
-static bool chat_usage(const cJSON *us, qg_usage *u)
+static bool chat_usage(const jval *m, qg_usage *u)
 {
-    bool has_prompt = get_count(us, "prompt_tokens", &u->input_tokens);
-    bool has_completion = get_count(us, "completion_tokens", &u->output_tokens);
+    bool has_prompt = count_value(m[O_PROMPT], &u->input_tokens);
+    bool has_completion = count_value(m[O_COMPLETION], &u->output_tokens);
     int64_t total;
-    if (has_prompt && !has_completion && get_count(us, "total_tokens", &total) && total >= u->input_tokens)
+    if (has_prompt && !has_completion && count_value(m[O_TOTAL], &total) && total >= u->input_tokens)
         u->output_tokens = total - u->input_tokens; /* embeddings: total == prompt, output 0 */
-    if (!get_nested_count(us, "prompt_tokens_details", "cached_tokens", &u->cached_tokens))
-        get_count(us, "prompt_cache_hit_tokens", &u->cached_tokens); /* DeepSeek */
-    get_nested_count(us, "prompt_tokens_details", "cache_write_tokens", &u->cache_write_tokens); /* OpenRouter */
-    get_nested_count(us, "completion_tokens_details", "reasoning_tokens", &u->reasoning_tokens);
-    get_cost(us, u);
+    static const char *const prompt_details[] = {"cached_tokens", "cache_write_tokens"};
+    jval pd[2];
+    members(m[O_PROMPT_DETAILS], prompt_details, 2, pd);
+    if (!count_value(pd[0], &u->cached_tokens)) count_value(m[O_CACHE_HIT], &u->cached_tokens); /* DeepSeek */
+    count_value(pd[1], &u->cache_write_tokens); /* OpenRouter */
+    count_value(member(m[O_COMPLETION_DETAILS], "reasoning_tokens"), &u->reasoning_tokens);
+    cost_value(m[O_COST], u);
     return has_prompt || has_completion;
 }
 
 /* Responses API: input_tokens already includes the cached part. */
-static bool responses_usage(const cJSON *us, qg_usage *u)
+static bool responses_usage(const jval *m, qg_usage *u)
 {
-    bool has_in = get_count(us, "input_tokens", &u->input_tokens);
-    bool has_out = get_count(us, "output_tokens", &u->output_tokens);
-    get_nested_count(us, "input_tokens_details", "cached_tokens", &u->cached_tokens);
-    get_nested_count(us, "output_tokens_details", "reasoning_tokens", &u->reasoning_tokens);
-    get_cost(us, u);
+    bool has_in = count_value(m[O_INPUT], &u->input_tokens);
+    bool has_out = count_value(m[O_OUTPUT], &u->output_tokens);
+    count_value(member(m[O_INPUT_DETAILS], "cached_tokens"), &u->cached_tokens);
+    count_value(member(m[O_OUTPUT_DETAILS], "reasoning_tokens"), &u->reasoning_tokens);
+    cost_value(m[O_COST], u);
     return has_in || has_out;
 }
 
-static bool openai_usage(const cJSON *us, qg_usage *u)
+static bool openai_usage(jval us, qg_usage *u)
 {
-    if (member(us, "prompt_tokens") || member(us, "completion_tokens")) return chat_usage(us, u);
-    return responses_usage(us, u);
+    jval m[O_COUNT];
+    members(us, openai_names, O_COUNT, m);
+    if (is_present(m[O_PROMPT]) || is_present(m[O_COMPLETION])) return chat_usage(m, u);
+    return responses_usage(m, u);
 }
 
 /* cache_creation: {ephemeral_5m_input_tokens, ephemeral_1h_input_tokens}, when the flat
  * cache_creation_input_tokens is missing. */
-static bool anthropic_cache_creation(const cJSON *us, int64_t *out)
+static bool anthropic_cache_creation(jval cc, int64_t *out)
 {
-    const cJSON *cc = member(us, "cache_creation");
+    static const char *const names[] = {"ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"};
+    jval m[2];
+    members(cc, names, 2, m);
     int64_t m5 = 0, h1 = 0;
-    bool any = get_count(cc, "ephemeral_5m_input_tokens", &m5);
-    any |= get_count(cc, "ephemeral_1h_input_tokens", &h1);
+    bool any = count_value(m[0], &m5);
+    any |= count_value(m[1], &h1);
     if (any) *out = m5 + h1;
     return any;
 }
 
 /* Overrides the fields present in an Anthropic usage object (cumulative: last value wins). */
-static bool anthropic_apply(const cJSON *us, qg_usage *u)
+static bool anthropic_apply(jval us, qg_usage *u)
 {
+    enum { A_INPUT, A_CACHE_READ, A_CACHE_CREATION_TOKENS, A_CACHE_CREATION, A_OUTPUT, A_COUNT };
+    static const char *const names[A_COUNT] = {"input_tokens", "cache_read_input_tokens",
+                                               "cache_creation_input_tokens", "cache_creation", "output_tokens"};
+    jval m[A_COUNT];
+    members(us, names, A_COUNT, m);
     int64_t uncached = u->input_tokens - u->cached_tokens - u->cache_write_tokens;
-    bool any = get_count(us, "input_tokens", &uncached);
-    any |= get_count(us, "cache_read_input_tokens", &u->cached_tokens);
-    if (get_count(us, "cache_creation_input_tokens", &u->cache_write_tokens)) any = true;
-    else any |= anthropic_cache_creation(us, &u->cache_write_tokens);
-    any |= get_count(us, "output_tokens", &u->output_tokens);
+    bool any = count_value(m[A_INPUT], &uncached);
+    any |= count_value(m[A_CACHE_READ], &u->cached_tokens);
+    if (count_value(m[A_CACHE_CREATION_TOKENS], &u->cache_write_tokens)) any = true;
+    else any |= anthropic_cache_creation(m[A_CACHE_CREATION], &u->cache_write_tokens);
+    any |= count_value(m[A_OUTPUT], &u->output_tokens);
     u->input_tokens = uncached + u->cached_tokens + u->cache_write_tokens;
     return any;
 }
 
 /* Fills *u from a usage object on top of its current values; false if it held no counts. */
-static bool usage_from_object(qg_dialect d, const cJSON *us, qg_usage *u)
+static bool usage_from_object(qg_dialect d, jval us, qg_usage *u)
 {
-    if (!cJSON_IsObject(us)) return false;
+    if (!is_object(us)) return false;
     qg_usage r = *u;
     bool ok = d == QG_DIALECT_ANTHROPIC ? anthropic_apply(us, &r) : openai_usage(us, &r);
     if (ok) {
@@ -136,20 +204,13 @@ static bool usage_from_object(qg_dialect d, const cJSON *us, qg_usage *u)
     return ok;
 }
 
+/* The whole of text as one value (type OBJECT; members() validates it). */
+static jval document(const char *text, size_t n) { return (jval){text, {QG_JSON_OBJECT, 0, n}}; }
+
 int qg_usage_from_json(qg_dialect d, const char *body, size_t n, qg_usage *u)
 {
     memset(u, 0, sizeof *u);
-    /* Build a tree of the usage object only: a whole chat response parsed by cJSON costs
-     * ~30k instructions (a malloc per node); the span scanner validates the body without
-     * allocating, and the usage object is a dozen nodes. */
-    static const char *const wanted[] = {"usage"};
-    qg_json_span us;
-    const char *why;
-    if (qg_jscan_object(body, n, wanted, 1, &us, NULL, &why) < 0 || us.type != QG_JSON_OBJECT) return -1;
-    cJSON *obj = cJSON_ParseWithLength(body + us.off, us.len);
-    bool ok = usage_from_object(d, obj, u);
-    cJSON_Delete(obj);
-    return ok ? 0 : -1;
+    return usage_from_object(d, member(document(body, n), "usage"), u) ? 0 : -1;
 }
 
 /* ---- byte checks for the stream path ---- */
@@ -216,26 +277,41 @@ static bool ends_with(qg_slice s, const char *lit)
 
 /* ---- stream events ---- */
 
-static bool is_empty_array(const cJSON *v) { return cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0; }
+/* `[]` with nothing but whitespace inside. */
+static bool is_empty_array(jval v)
+{
+    if (v.span.type != QG_JSON_ARRAY) return false;
+    for (size_t i = 1; i + 1 < v.span.len; i++)
+        if (!strchr(" \t\r\n", v.text[v.span.off + i])) return false;
+    return true;
+}
 
-/* Parses a chat chunk that mentions a usage or error object. */
+/* An event's data, scanned as a JSON object: counted, because the hot-path contract is that
+ * only the few events carrying usage or an error object get here. */
+static jval event_document(qg_usage_stream *st, qg_slice data)
+{
+    st->scanned_events++;
+    return document(data.p, data.n);
+}
+
+/* Scans a chat chunk that mentions a usage or error object. */
 static int chat_parse(qg_usage_stream *st, qg_slice data)
 {
-    cJSON *root = cJSON_ParseWithLength(data.p, data.n);
-    if (!root) return 0;
+    enum { C_USAGE, C_GROQ, C_CHOICES, C_ERROR, C_COUNT };
+    static const char *const names[C_COUNT] = {"usage", "x_groq", "choices", "error"};
+    jval m[C_COUNT];
+    members(event_document(st, data), names, C_COUNT, m);
     int flags = 0;
-    const cJSON *us = member(root, "usage");
-    bool top_level = cJSON_IsObject(us);
-    if (!top_level) us = member(member(root, "x_groq"), "usage"); /* Groq without include_usage */
+    jval us = m[C_USAGE];
+    bool top_level = is_object(us);
+    if (!top_level) us = member(m[C_GROQ], "usage"); /* Groq without include_usage */
     qg_usage r = {0};
     if (usage_from_object(QG_DIALECT_OPENAI, us, &r)) {
         st->usage = r; /* OpenAI-style stream usage is a total, sent once (or cumulatively) */
         flags |= QG_EV_USAGE;
-        const cJSON *choices = member(root, "choices");
-        if (top_level && (!choices || is_empty_array(choices))) flags |= QG_EV_USAGE_ONLY;
+        if (top_level && (!is_present(m[C_CHOICES]) || is_empty_array(m[C_CHOICES]))) flags |= QG_EV_USAGE_ONLY;
     }
-    if (cJSON_IsObject(member(root, "error"))) flags |= QG_EV_ERROR; /* e.g. OpenRouter mid-stream */
-    cJSON_Delete(root);
+    if (is_object(m[C_ERROR])) flags |= QG_EV_ERROR; /* e.g. OpenRouter mid-stream */
     return flags;
 }
 
@@ -258,13 +334,11 @@ static int responses_event(qg_usage_stream *st, qg_slice name, qg_slice data)
         return 0;
     int flags = QG_EV_TERMINAL;
     if (!has_object(data, "\"usage\"")) return flags;
-    cJSON *root = cJSON_ParseWithLength(data.p, data.n);
     qg_usage r = {0};
-    if (usage_from_object(QG_DIALECT_OPENAI, member(member(root, "response"), "usage"), &r)) {
+    if (usage_from_object(QG_DIALECT_OPENAI, member(member(event_document(st, data), "response"), "usage"), &r)) {
         st->usage = r;
         flags |= QG_EV_USAGE;
     }
-    cJSON_Delete(root);
     return flags;
 }
 
@@ -282,11 +356,9 @@ static int anthropic_event(qg_usage_stream *st, qg_slice name, qg_slice data)
     if (qg_slice_eq(name, "error")) return QG_EV_ERROR;
     bool start = qg_slice_eq(name, "message_start");
     if ((!start && !qg_slice_eq(name, "message_delta")) || !has_object(data, "\"usage\"")) return 0;
-    cJSON *root = cJSON_ParseWithLength(data.p, data.n);
-    const cJSON *us = start ? member(member(root, "message"), "usage") : member(root, "usage");
-    int flags = usage_from_object(QG_DIALECT_ANTHROPIC, us, &st->usage) ? QG_EV_USAGE : 0;
-    cJSON_Delete(root);
-    return flags;
+    jval root = event_document(st, data);
+    jval us = start ? member(member(root, "message"), "usage") : member(root, "usage");
+    return usage_from_object(QG_DIALECT_ANTHROPIC, us, &st->usage) ? QG_EV_USAGE : 0;
 }
 
 void qg_usage_stream_init(qg_usage_stream *st, qg_dialect d)

@@ -1,7 +1,7 @@
 /*
  * usage.h — token usage extraction from provider responses, per dialect.
  *
- * Pure functions over response bytes (cJSON inside).  Normalised counts:
+ * Pure functions over response bytes (the span scanner of jscan.h inside; no allocation).  Normalised counts:
  *   input_tokens   the whole prompt, cached parts included (OpenAI prompt_tokens /
  *                  Responses input_tokens; Anthropic input_tokens + cache reads + cache writes)
  *   output_tokens  the whole completion, reasoning included
@@ -11,8 +11,9 @@
  *
  * Streams: a qg_usage_stream accumulates over the events of one response.  Anthropic counts
  * are cumulative (message_start then message_delta repeat and grow them): the last value
- * wins, never a sum.  Only events whose data mentions "usage" are JSON-parsed; the others
- * are classified by cheap byte checks, so the per-event cost stays far below a parse.
+ * wins, never a sum.  Only events whose data mentions a "usage" (or error) object are
+ * JSON-scanned; the others are classified by cheap byte checks, so the per-event cost stays
+ * far below a parse.
  */
 #ifndef QG_USAGE_H
 #define QG_USAGE_H
@@ -52,6 +53,7 @@ typedef struct {
     qg_dialect dialect;
     qg_usage usage;
     int64_t delta_events; /* content events seen: the output estimate when usage never came */
+    int64_t scanned_events; /* events JSON-scanned (usage or error objects): a handful per stream */
     bool terminal;        /* a clean-end marker was seen */
     bool error;           /* an error event was seen */
 } qg_usage_stream;

@@ -350,6 +350,41 @@ static void test_rejects_strings(void **state)
     }
 }
 
+/* Strings are scanned 8 bytes at a time (a word test, then the lowest marked byte), so every
+ * byte value must be judged the same at every position of a word, and with the closing quote
+ * or an escape in the same word as other special bytes. */
+static void test_string_bytes_every_position(void **state)
+{
+    char t[64];
+    for (int pos = 0; pos < 24; pos++) {
+        for (int b = 0; b < 256; b++) {
+            /* {"model":"aaa<b>aaa"} with b at offset pos of the value's contents */
+            int n = snprintf(t, sizeof t, "{\"model\":\"%.*s", pos, "aaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+            t[n++] = (char)b;
+            n += snprintf(t + n, sizeof t - (size_t)n, "%.*s\"}", 23 - pos, "aaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+            bool plain = b >= 0x20 && b < 0x80 && b != '"' && b != '\\';
+            scan_result r = scan_n(t, (size_t)n);
+            if (r.rc != (plain ? 0 : -1)) fail_msg("byte 0x%02x at %d: rc %d", b, pos, r.rc);
+            if (plain) assert_int_equal(r.f[W_MODEL].len, 26);
+        }
+    }
+    /* The quote ends the string exactly where it stands, whatever follows it in the word. */
+    for (int pos = 0; pos < 16; pos++) {
+        int n = snprintf(t, sizeof t, "{\"model\":\"%.*s\",\"stream\":\"\xc3\xa9\\n\"}", pos, "bbbbbbbbbbbbbbbb");
+        scan_result r = scan_n(t, (size_t)n);
+        assert_int_equal(r.rc, 0);
+        assert_int_equal(r.f[W_MODEL].len, (size_t)pos + 2);
+        assert_int_equal(r.f[W_STREAM].len, 6);
+    }
+    /* A two-byte UTF-8 character split across a word boundary. */
+    for (int pos = 0; pos < 16; pos++) {
+        int n = snprintf(t, sizeof t, "{\"model\":\"%.*s\xc3\xa9zz\"}", pos, "cccccccccccccccc");
+        assert_int_equal(scan_n(t, (size_t)n).rc, 0);
+        n = snprintf(t, sizeof t, "{\"model\":\"%.*s\xc3zz\"}", pos, "cccccccccccccccc");
+        assert_int_equal(scan_n(t, (size_t)n).rc, -1);
+    }
+}
+
 static void test_numbers(void **state)
 {
     REJECT("{\"a\":01}");
@@ -545,6 +580,7 @@ int main(void)
         cmocka_unit_test(test_open_off_and_whitespace),
         cmocka_unit_test(test_rejects_structure),
         cmocka_unit_test(test_rejects_strings),
+        cmocka_unit_test(test_string_bytes_every_position),
         cmocka_unit_test(test_numbers),
         cmocka_unit_test(test_depth),
         cmocka_unit_test(test_string_value),
