@@ -11,18 +11,6 @@
 
 int qg_log_level = QG_LOG_INFO;
 
-bool qg_slice_eq(qg_slice a, const char *lit)
-{
-    size_t n = strlen(lit);
-    return a.n == n && memcmp(a.p, lit, n) == 0;
-}
-
-bool qg_slice_ieq(qg_slice a, const char *lit)
-{
-    size_t n = strlen(lit);
-    return a.n == n && strncasecmp(a.p, lit, n) == 0;
-}
-
 qg_slice qg_slice_trim(qg_slice s)
 {
     while (s.n && (s.p[0] == ' ' || s.p[0] == '\t')) s.p++, s.n--;

@@ -27,10 +27,18 @@ typedef struct {
 
 #define QG_SLICE_LIT(s) ((qg_slice){(s), sizeof(s) - 1})
 static inline qg_slice qg_slice_of(const char *s) { return (qg_slice){s, s ? strlen(s) : 0}; }
-bool qg_slice_eq(qg_slice a, const char *lit);
-bool qg_slice_ieq(qg_slice a, const char *lit); /* ASCII case-insensitive */
-/* The same against a string literal: the length test comes first and costs nothing. */
-#define QG_SLICE_IEQ_LIT(s, lit) ((s).n == sizeof(lit) - 1 && strncasecmp((s).p, (lit), sizeof(lit) - 1) == 0)
+/* Comparisons are inline so that, against a literal, strlen folds to a constant and the
+ * length test (which rejects most header names) costs one compare. */
+static inline bool qg_slices_ieq(qg_slice a, qg_slice b) /* ASCII case-insensitive */
+{
+    return a.n == b.n && strncasecmp(a.p, b.p, a.n) == 0;
+}
+static inline bool qg_slice_eq(qg_slice a, const char *lit)
+{
+    size_t n = strlen(lit);
+    return a.n == n && memcmp(a.p, lit, n) == 0;
+}
+static inline bool qg_slice_ieq(qg_slice a, const char *lit) { return qg_slices_ieq(a, (qg_slice){lit, strlen(lit)}); }
 qg_slice qg_slice_trim(qg_slice s);             /* strip spaces and tabs both ends */
 /* Copies a slice into a fresh NUL-terminated heap string (caller frees). */
 char *qg_slice_dup(qg_slice s);

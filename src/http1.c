@@ -107,20 +107,20 @@ static int parse_headers(const char *p, const char *end, qg_http_msg *m)
         if (m->n_headers == QG_HTTP_MAX_HEADERS) return QG_HTTP_TOO_MANY;
         m->headers[m->n_headers++] = (qg_header){name, value};
 
-        if (QG_SLICE_IEQ_LIT(name, "content-length")) {
+        if (qg_slice_ieq(name, "content-length")) {
             int64_t cl;
             if (parse_content_length(value, &cl) < 0) return QG_HTTP_ERROR;
             if (m->content_length >= 0 && m->content_length != cl) return QG_HTTP_ERROR;
             m->content_length = cl;
-        } else if (QG_SLICE_IEQ_LIT(name, "transfer-encoding")) {
+        } else if (qg_slice_ieq(name, "transfer-encoding")) {
             /* Only a single, final "chunked" is accepted. */
             if (saw_te || !qg_slice_ieq(value, "chunked")) return QG_HTTP_ERROR;
             saw_te = true;
             m->chunked = true;
-        } else if (QG_SLICE_IEQ_LIT(name, "connection")) {
+        } else if (qg_slice_ieq(name, "connection")) {
             if (has_token(value, "close")) conn_close = true;
             if (has_token(value, "keep-alive")) conn_keep = true;
-        } else if (QG_SLICE_IEQ_LIT(name, "expect")) {
+        } else if (qg_slice_ieq(name, "expect")) {
             if (qg_slice_ieq(value, "100-continue")) m->expect_continue = true;
         }
     }
@@ -202,15 +202,15 @@ bool qg_http_is_hop_header(qg_slice n)
 {
     /* Dispatch on length: most forwarded headers match no length here and cost one switch. */
     switch (n.n) {
-    case 2: return QG_SLICE_IEQ_LIT(n, "te");
-    case 4: return QG_SLICE_IEQ_LIT(n, "host");
-    case 7: return QG_SLICE_IEQ_LIT(n, "trailer") || QG_SLICE_IEQ_LIT(n, "upgrade");
-    case 10: return QG_SLICE_IEQ_LIT(n, "connection") || QG_SLICE_IEQ_LIT(n, "keep-alive");
-    case 14: return QG_SLICE_IEQ_LIT(n, "content-length");
-    case 16: return QG_SLICE_IEQ_LIT(n, "proxy-connection");
-    case 17: return QG_SLICE_IEQ_LIT(n, "transfer-encoding");
-    case 18: return QG_SLICE_IEQ_LIT(n, "proxy-authenticate");
-    case 19: return QG_SLICE_IEQ_LIT(n, "proxy-authorization");
+    case 2: return qg_slice_ieq(n, "te");
+    case 4: return qg_slice_ieq(n, "host");
+    case 7: return qg_slice_ieq(n, "trailer") || qg_slice_ieq(n, "upgrade");
+    case 10: return qg_slice_ieq(n, "connection") || qg_slice_ieq(n, "keep-alive");
+    case 14: return qg_slice_ieq(n, "content-length");
+    case 16: return qg_slice_ieq(n, "proxy-connection");
+    case 17: return qg_slice_ieq(n, "transfer-encoding");
+    case 18: return qg_slice_ieq(n, "proxy-authenticate");
+    case 19: return qg_slice_ieq(n, "proxy-authorization");
     default: return false;
     }
 }

@@ -261,7 +261,7 @@ static void build_response_head(qg_exchange *ex, const qg_http_msg *resp, qg_buf
 {
     for (size_t i = 0; i < resp->n_headers; i++) {
         qg_slice n = resp->headers[i].name;
-        if (qg_http_is_hop_header(n) || QG_SLICE_IEQ_LIT(n, "date") || QG_SLICE_IEQ_LIT(n, "server")) continue;
+        if (qg_http_is_hop_header(n) || qg_slice_ieq(n, "date") || qg_slice_ieq(n, "server")) continue;
         qg_buf_append(h, n.p, n.n);
         qg_buf_append(h, ": ", 2);
         qg_buf_append(h, resp->headers[i].value.p, resp->headers[i].value.n);
@@ -449,8 +449,7 @@ static void build_forward_headers(qg_exchange *ex, const qg_http_msg *m)
     for (size_t i = 0; i < m->n_headers; i++) {
         qg_slice n = m->headers[i].name;
         bool skip = qg_http_is_hop_header(n);
-        for (size_t k = 0; !skip && k < QG_ARRAY_LEN(drop); k++)
-            skip = n.n == drop[k].n && strncasecmp(n.p, drop[k].p, n.n) == 0;
+        for (size_t k = 0; !skip && k < QG_ARRAY_LEN(drop); k++) skip = qg_slices_ieq(n, drop[k]);
         if (skip) continue;
         qg_buf_append(f, n.p, n.n);
         qg_buf_append(f, ": ", 2);
