@@ -5,7 +5,7 @@
  * when the result comes back on the worker's loop.  More endpoints join in later issues
  * (keys, accounts, quotas, metrics, dashboard); they all route through qg_admin_route.
  */
-#include "gateway.h"
+#include "api.h"
 
 #include "dialect.h"
 #include "timefmt.h"
@@ -15,16 +15,9 @@
 #include <strings.h>
 
 typedef struct {
-    int kind; /* QG_REQ_ADMIN */
+    qg_api_req req;   /* first: see api.h */
     qg_conn *c;
 } admin_req;
-
-static int hexv(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') return (c | 0x20) - 'a' + 10;
-    return -1;
-}
 
 /* Percent-decodes a query value into a fresh string; NULL on bad escapes or NUL bytes. */
 static char *url_decode(qg_slice v)
@@ -36,7 +29,7 @@ static char *url_decode(qg_slice v)
         if (ch == '+') ch = ' ';
         else if (ch == '%') {
             if (i + 2 >= v.n) goto bad;
-            int hi = hexv(v.p[i + 1]), lo = hexv(v.p[i + 2]);
+            int hi = qg_hex_digit(v.p[i + 1]), lo = qg_hex_digit(v.p[i + 2]);
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) goto bad;
             ch = (char)(hi * 16 + lo);
             i += 2;
@@ -122,13 +115,13 @@ static void usage_result(void *ud, int status, const char *json, size_t len)
     free(a);
 }
 
-void qg_admin_on_close(qg_conn *c)
+static void admin_on_close(qg_conn *c)
 {
     admin_req *a = c->req_ud;
     a->c = NULL; /* the result still arrives; usage_result frees */
 }
 
-static void healthz(qg_worker *w, qg_conn *c)
+static int healthz_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const qg_api_route *r)
 {
     qg_gateway *gw = w->gw;
     char b[256];
@@ -137,6 +130,7 @@ static void healthz(qg_worker *w, qg_conn *c)
                      draining ? "draining" : "ok", gw->n_workers, atomic_load(&gw->conn_count),
                      (long long)qg_ledger_rows_written(gw->ledger), (long long)((qg_now_ms() - gw->started_ms) / 1000));
     qg_respond_json(c, draining ? 503 : 200, b, (size_t)n);
+    return QG_HEAD_ANSWERED;
 }
 
 static bool admin_authorized(qg_worker *w, qg_conn *c, const qg_http_msg *m)
@@ -146,43 +140,39 @@ static bool admin_authorized(qg_worker *w, qg_conn *c, const qg_http_msg *m)
         qg_respond_error(c, QG_DIALECT_OPENAI, 403, "admin_disabled", "the admin API is disabled: set admin_token in the config", 0);
         return false;
     }
-    qg_slice a = qg_http_header(m, "authorization");
-    qg_slice presented = a.n > 7 && strncasecmp(a.p, "Bearer ", 7) == 0 ? qg_slice_trim((qg_slice){a.p + 7, a.n - 7})
-                                                                        : (qg_slice){NULL, 0};
-    if (!qg_secret_equal(presented, token)) {
+    if (!qg_secret_equal(qg_http_bearer(m), token)) {
         qg_respond_error(c, QG_DIALECT_OPENAI, 401, "invalid_admin_token", "missing or wrong admin token", 0);
         return false;
     }
     return true;
 }
 
-bool qg_admin_route(qg_worker *w, qg_conn *c, const qg_http_msg *m)
+static int usage_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const qg_api_route *r)
 {
-    qg_slice t = m->target;
-    const char *q = memchr(t.p, '?', t.n);
-    qg_slice path = q ? (qg_slice){t.p, (size_t)(q - t.p)} : t;
-    qg_slice qs = q ? (qg_slice){q + 1, t.n - path.n - 1} : (qg_slice){"", 0};
-    if (qg_slice_eq(path, "/healthz")) {
-        healthz(w, c);
-        return true;
+    if (!admin_authorized(w, c, m)) return QG_HEAD_ANSWERED;
+    qg_slice t = m->target, path = qg_api_path(t);
+    qg_slice qs = path.n < t.n ? (qg_slice){t.p + path.n + 1, t.n - path.n - 1} : (qg_slice){"", 0};
+    qg_usage_query uq;
+    const char *bad = NULL;
+    if (parse_usage_query(qs, &uq, &bad) < 0) {
+        free_query(&uq);
+        qg_respond_error(c, QG_DIALECT_OPENAI, 400, "invalid_request", bad, 0);
+        return QG_HEAD_ANSWERED;
     }
-    if (path.n < 7 || memcmp(path.p, "/admin/", 7) != 0) return false;
-    if (!admin_authorized(w, c, m)) return true;
-    if (qg_slice_eq(path, "/admin/usage") && qg_slice_eq(m->method, "GET")) {
-        qg_usage_query uq;
-        const char *bad = NULL;
-        if (parse_usage_query(qs, &uq, &bad) < 0) {
-            free_query(&uq);
-            qg_respond_error(c, QG_DIALECT_OPENAI, 400, "invalid_request", bad, 0);
-            return true;
-        }
-        admin_req *a = qg_xcalloc(1, sizeof *a);
-        a->kind = QG_REQ_ADMIN;
-        a->c = c;
-        c->req_ud = a;
-        qg_ledger_query(w->gw->ledger, w->id, &uq, usage_result, a);
-        return true;
-    }
-    qg_respond_error(c, QG_DIALECT_OPENAI, 404, "not_found", "no such admin endpoint", 0);
-    return true;
+    admin_req *a = qg_xcalloc(1, sizeof *a);
+    a->req.route = r;
+    a->c = c;
+    c->req_ud = a;
+    qg_ledger_query(w->gw->ledger, w->id, &uq, usage_result, a);
+    return QG_HEAD_ANSWERED;
+}
+
+static const qg_api_route admin_routes[] = {
+    {"/healthz", "GET", QG_DIALECT_OPENAI, healthz_on_head, NULL, NULL, NULL, NULL},
+    {"/admin/usage", "GET", QG_DIALECT_OPENAI, usage_on_head, NULL, NULL, admin_on_close, NULL},
+};
+
+void qg_admin_register(qg_api *api)
+{
+    for (size_t i = 0; i < QG_ARRAY_LEN(admin_routes); i++) qg_api_add(api, &admin_routes[i]);
 }

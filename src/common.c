@@ -33,17 +33,40 @@ void qg_buf_init(qg_buf *b, size_t max)
     b->max = max;
 }
 
-int qg_buf_reserve(qg_buf *b, size_t extra)
+/* The capacity to grow to for `extra` more bytes: doubling, never past max.  0: none needed;
+ * SIZE_MAX: past max. */
+static size_t grow_to(const qg_buf *b, size_t extra)
 {
     size_t max = b->max ? b->max : SIZE_MAX;
-    if (extra > max - b->len) return -1;
+    if (extra > max - b->len) return SIZE_MAX;
     size_t need = b->len + extra;
     if (need <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    if (cap > max) cap = max;
-    b->data = qg_xrealloc(b->data, cap);
-    b->cap = cap;
+    return cap > max ? max : cap;
+}
+
+int qg_buf_reserve(qg_buf *b, size_t extra)
+{
+    size_t cap = grow_to(b, extra);
+    if (cap == SIZE_MAX) return -1;
+    if (cap) {
+        b->data = qg_xrealloc(b->data, cap);
+        b->cap = cap;
+    }
+    return 0;
+}
+
+int qg_buf_try_reserve(qg_buf *b, size_t extra)
+{
+    size_t cap = grow_to(b, extra);
+    if (cap == SIZE_MAX) return QG_BUF_TOO_LARGE;
+    if (cap) {
+        char *p = realloc(b->data, cap);
+        if (!p) return QG_BUF_NO_MEMORY;
+        b->data = p;
+        b->cap = cap;
+    }
     return 0;
 }
 

@@ -20,6 +20,14 @@
 #define QG_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define QG_UNUSED(x) ((void)(x))
 
+/* The value of one hexadecimal digit, or -1. */
+static inline int qg_hex_digit(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    c = (char)(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
 typedef struct {
     const char *p;
     size_t n;
@@ -54,6 +62,10 @@ typedef struct {
 void qg_buf_init(qg_buf *b, size_t max);
 /* Ensures room for `extra` more bytes; returns -1 (and changes nothing) past max. */
 int qg_buf_reserve(qg_buf *b, size_t extra);
+/* The same for buffers fed by outside input: an allocation failure is QG_BUF_NO_MEMORY
+ * (the caller answers with an error) instead of abort(). */
+enum { QG_BUF_TOO_LARGE = -1, QG_BUF_NO_MEMORY = -2 };
+int qg_buf_try_reserve(qg_buf *b, size_t extra);
 int qg_buf_append(qg_buf *b, const void *p, size_t n);
 int qg_buf_appendf(qg_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Drops the first n bytes (memmove of the rest). */

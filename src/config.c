@@ -36,15 +36,14 @@
  */
 #include "config.h"
 
+#include "keys.h"
+
 #include "timefmt.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
-#include <openssl/evp.h>
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -75,7 +74,7 @@
 #define CFG_MAX_POLICY_MIN (366LL * 24 * 60)
 #define CFG_MAX_SIZE (1ULL << 40)
 #define CFG_MAX_AMOUNT 1e15            /* limits, quotas: tokens, requests or USD */
-#define CFG_MAX_WORKERS 256
+
 #define CFG_STR_(x) #x
 #define CFG_STR(x) CFG_STR_(x)         /* a limit's value inside a message literal */
 
@@ -1325,9 +1324,9 @@ static int f_workers(ld *L, yaml_node_t *v, const char *path, void *obj)
     if (get_scalar(L, v, path, "auto or a number", &sc) < 0) return -1;
     int rc = 0;
     if (!strcmp(sc.s, "auto")) c->workers = 0;
-    else if (parse_i64(sc.s, &n) == 0 && n >= 1 && n <= CFG_MAX_WORKERS) c->workers = (int)n;
+    else if (parse_i64(sc.s, &n) == 0 && n >= 1 && n <= QG_MAX_WORKERS) c->workers = (int)n;
     else rc = -1;
-    if (rc < 0) cfg_err(L, line_of(v), path, "must be auto or 1..%d, found %s", CFG_MAX_WORKERS, shown(&sc, buf, sizeof buf));
+    if (rc < 0) cfg_err(L, line_of(v), path, "must be auto or 1..%d, found %s", QG_MAX_WORKERS, shown(&sc, buf, sizeof buf));
     scal_free(&sc);
     return rc;
 }
@@ -1350,11 +1349,12 @@ static const field limits_fields[] = {
     {"max_header", F_SIZE, AT(qg_limits, max_header), .min = 1024, .max = (double)(16u << 20)},
     {"max_connections", F_INT, AT(qg_limits, max_connections), .min = 1, .max = 10000000},
     DUR("client_idle_timeout", client_idle_timeout_ms, 1),
+    DUR("client_header_timeout", client_header_timeout_ms, 1),
     DUR("upstream_connect_timeout", upstream_connect_timeout_ms, 1),
     DUR("upstream_first_byte_timeout", upstream_first_byte_timeout_ms, 1),
     DUR("stream_idle_timeout", stream_idle_timeout_ms, 1),
     DUR("drain_timeout", drain_timeout_ms, 0),
-    {"retry_attempts", F_INT, AT(qg_limits, retry_attempts), .min = 1, .max = 10},
+    {"retry_attempts", F_INT, AT(qg_limits, retry_attempts), .min = 1, .max = QG_MAX_ATTEMPTS},
     DUR("ledger_flush_interval", ledger_flush_ms, 1),
     SIZE("max_sse_event", max_sse_event),
 };
@@ -1507,6 +1507,7 @@ void qg_limits_defaults(qg_limits *l)
         .max_header = 64ULL << 10,
         .max_connections = 10000,
         .client_idle_timeout_ms = 60000,
+        .client_header_timeout_ms = 10000,
         .upstream_connect_timeout_ms = 5000,
         .upstream_first_byte_timeout_ms = 120000,
         .stream_idle_timeout_ms = 300000,
@@ -1515,19 +1516,6 @@ void qg_limits_defaults(qg_limits *l)
         .ledger_flush_ms = 100,
         .max_sse_event = 1ULL << 20,
     };
-}
-
-/* OpenSSL 3's one-shot SHA256() looks the algorithm up by name on every call (~5k
- * instructions); fetching it once makes a per-request key hash about a third of that. */
-static EVP_MD *sha256_md;
-static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
-static void sha256_fetch(void) { sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL); }
-
-void qg_key_hash(const char *secret, size_t n, uint8_t out[32])
-{
-    pthread_once(&sha256_once, sha256_fetch);
-    if (!sha256_md || !EVP_Digest(secret, n, out, NULL, sha256_md, NULL))
-        SHA256((const unsigned char *)secret, n, out);
 }
 
 int qg_config_load_string(const char *text, size_t n, const char *name, qg_config **out, qg_buf *errs)

@@ -102,16 +102,22 @@ typedef struct {
     int line;
 } qg_key_cfg;
 
+/* The most accounts one request may be tried on (retry_attempts is validated against it). */
+#define QG_MAX_ATTEMPTS 10
+/* The most event-loop workers (`workers: N`, and the cap on `auto`). */
+#define QG_MAX_WORKERS 256
+
 typedef struct {
     uint64_t max_body;                 /* default 32 MiB */
     uint64_t max_header;               /* default 64 KiB */
     int max_connections;               /* default 10000, per process */
     int64_t client_idle_timeout_ms;    /* default 60 s */
+    int64_t client_header_timeout_ms;  /* a whole request head, from its first byte; default 10 s */
     int64_t upstream_connect_timeout_ms;   /* default 5 s */
     int64_t upstream_first_byte_timeout_ms;/* default 120 s */
     int64_t stream_idle_timeout_ms;    /* default 300 s */
     int64_t drain_timeout_ms;          /* default 30 s */
-    int retry_attempts;                /* attempts per request incl. the first; default 2 */
+    int retry_attempts;                /* attempts per request incl. the first; default 2, at most QG_MAX_ATTEMPTS */
     int64_t ledger_flush_ms;           /* default 100 ms */
     uint64_t max_sse_event;            /* default 1 MiB */
 } qg_limits;
@@ -138,9 +144,6 @@ int qg_config_load(const char *path, qg_config **out, qg_buf *errs);
 int qg_config_load_string(const char *text, size_t n, const char *name, qg_config **out, qg_buf *errs);
 void qg_config_free(qg_config *c);
 void qg_limits_defaults(qg_limits *l);
-
-/* SHA-256 of a client key secret, as stored in qg_key_cfg.hash. */
-void qg_key_hash(const char *secret, size_t n, uint8_t out[32]);
 
 const qg_model_cfg *qg_config_model(const qg_config *c, qg_slice name);
 

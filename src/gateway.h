@@ -28,6 +28,7 @@
 #define QG_SCRATCH_SIZE 16384 /* one upstream read; bounds per-stream output buffering */
 
 typedef struct qg_gateway qg_gateway;
+typedef struct qg_api qg_api;   /* api.h: the route table */
 
 typedef struct qg_worker {
     qg_gateway *gw;
@@ -53,6 +54,7 @@ struct qg_gateway {
     qg_config *cfg;
     qg_keytab keys;
     qg_router router;
+    qg_api *api;
     qg_ledger *ledger;
     qg_resolver *resolver;
     SSL_CTX **tls;             /* [n_providers]; NULL for http providers */
@@ -69,17 +71,5 @@ struct qg_gateway {
 
 /* `quotagate serve`: returns the exit code. */
 int qg_serve(const char *config_path);
-
-/* proxy.c: the client request handler. */
-extern const qg_handler qg_gateway_handler;
-/* admin.c: operator endpoints; returns true if it handled the request. */
-bool qg_admin_route(qg_worker *w, qg_conn *c, const qg_http_msg *m);
-void qg_admin_on_close(qg_conn *c);
-/* Writes an error response in the dialect's shape (and Retry-After when retry_after_s > 0). */
-void qg_respond_error(qg_conn *c, qg_dialect d, int status, const char *code, const char *message, int retry_after_s);
-void qg_respond_json(qg_conn *c, int status, const char *json, size_t len);
-
-/* The kind tag at the start of every per-request object hung on qg_conn.req_ud. */
-enum { QG_REQ_PROXY = 1, QG_REQ_ADMIN = 2 };
 
 #endif

@@ -198,6 +198,31 @@ qg_slice qg_http_header(const qg_http_msg *m, const char *name)
     return (qg_slice){NULL, 0};
 }
 
+qg_slice qg_http_bearer(const qg_http_msg *m)
+{
+    qg_slice a = qg_http_header(m, "authorization");
+    if (a.n > 7 && strncasecmp(a.p, "Bearer ", 7) == 0) return qg_slice_trim((qg_slice){a.p + 7, a.n - 7});
+    return (qg_slice){NULL, 0};
+}
+
+qg_slice qg_http_api_key(const qg_http_msg *m)
+{
+    qg_slice k = qg_http_header(m, "x-api-key");
+    return k.p && k.n ? k : qg_http_bearer(m);
+}
+
+bool qg_http_list_has(qg_slice list, qg_slice token)
+{
+    const char *p = list.p, *end = list.p + list.n;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        qg_slice item = qg_slice_trim((qg_slice){p, (size_t)((comma ? comma : end) - p)});
+        if (qg_slices_ieq(item, token)) return true;
+        p = comma ? comma + 1 : end;
+    }
+    return false;
+}
+
 bool qg_http_is_hop_header(qg_slice n)
 {
     /* Dispatch on length: most forwarded headers match no length here and cost one switch. */
@@ -237,14 +262,6 @@ void qg_chunked_init(qg_chunked *c)
     c->line_len = 0;
 }
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
-}
-
 int qg_chunked_decode(qg_chunked *c, char *buf, size_t len, size_t *data_len, size_t *rest_off)
 {
     size_t in = 0, out = 0;
@@ -252,7 +269,7 @@ int qg_chunked_decode(qg_chunked *c, char *buf, size_t len, size_t *data_len, si
         char ch = buf[in];
         switch (c->state) {
         case CH_SIZE: {
-            int h = hexval(ch);
+            int h = qg_hex_digit(ch);
             if (h >= 0) {
                 if (c->line_len >= 15) return QG_CHUNKED_ERROR; /* > 2^60 */
                 c->chunk_left = c->chunk_left * 16 + (uint64_t)h;

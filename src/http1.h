@@ -58,6 +58,13 @@ int qg_http_parse_response(const char *buf, size_t len, size_t max_head, qg_http
 /* Case-insensitive header lookup; returns an empty slice with p == NULL when absent. */
 qg_slice qg_http_header(const qg_http_msg *m, const char *name);
 
+/* The token of "Authorization: Bearer TOKEN" (trimmed), or an empty slice with p == NULL. */
+qg_slice qg_http_bearer(const qg_http_msg *m);
+/* A client's API key: x-api-key, else the bearer token. */
+qg_slice qg_http_api_key(const qg_http_msg *m);
+/* Whether a comma-separated header value (e.g. Connection's) lists token, case-insensitively. */
+bool qg_http_list_has(qg_slice list, qg_slice token);
+
 /* True for headers a proxy must not forward (RFC 9110 §7.6.1) plus framing headers it
  * sets itself: Connection, Keep-Alive, Proxy-Connection, Proxy-Authenticate,
  * Proxy-Authorization, TE, Trailer, Transfer-Encoding, Upgrade,

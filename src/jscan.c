@@ -49,8 +49,7 @@ static size_t utf8_len(const unsigned char *p, size_t left)
 static int hex4(const char *p)
 {
     for (int k = 0; k < 4; k++) {
-        char c = p[k];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) return -1;
+        if (qg_hex_digit(p[k]) < 0) return -1;
     }
     return 0;
 }

@@ -17,6 +17,9 @@ typedef struct {
     size_t mask;
 } qg_keytab;
 
+/* SHA-256 of a client key secret, as stored in qg_key_cfg.hash. */
+void qg_key_hash(const char *secret, size_t n, uint8_t out[32]);
+
 void qg_keytab_build(qg_keytab *t, const qg_config *cfg);
 void qg_keytab_free(qg_keytab *t);
 const qg_key_cfg *qg_keytab_find(const qg_keytab *t, const uint8_t hash[32]);

@@ -10,12 +10,18 @@
  *   finish_broken   the upstream broke after the response started: the client gets an
  *                   error event (SSE) and an unterminated body, never a clean end
  *   client_gone     the client disconnected: the upstream transfer is aborted
- * The body the client sent is kept only until the response starts (retries need it).
+ * The key is checked from the request head (proxy_on_head): an unknown key gets its 401
+ * before the body is read.  An exchange created there that never gets its body (the
+ * client left, the body was too large) is freed without a ledger row: no request was
+ * made.  The body the client sent is kept only until the response starts (retries need
+ * it).  Whether to retry, and what the client hears when every attempt failed, is
+ * decided by retry.c from plain values.
  */
-#include "gateway.h"
+#include "api.h"
 
 #include "dialect.h"
 #include "jscan.h"
+#include "retry.h"
 #include "sse.h"
 #include "timefmt.h"
 #include "usage.h"
@@ -24,7 +30,6 @@
 #include <stdlib.h>
 #include <strings.h>
 
-#define MAX_ATTEMPTS 10
 #define USAGE_BODY_CAP (8u << 20) /* non-stream bodies kept for usage extraction */
 
 typedef struct {
@@ -45,7 +50,7 @@ static const endpoint endpoints[] = {
 };
 
 typedef struct {
-    int kind;                     /* QG_REQ_PROXY */
+    qg_api_req req;               /* the route: first, see api.h */
     qg_worker *w;
     qg_conn *c;
     qg_upconn *u;
@@ -53,9 +58,10 @@ typedef struct {
     const qg_route *route;
     const qg_target *target;
     const qg_key_cfg *key;
-    qg_slice target_uri;          /* into fwd: the client's path and query */
-    int tried[MAX_ATTEMPTS];
+    int tried[QG_MAX_ATTEMPTS];
     int attempts;
+    qg_attempt_log failures;      /* what the failed attempts said */
+    qg_attempt_action pending;    /* after a retryable answer: what retry_later_cb does */
     qg_buf body;                  /* the client's body (until the response starts) */
     size_t body_len;              /* its length, kept for estimates after it is freed */
     qg_deferred retry;            /* next attempt, run outside the upstream's callback */
@@ -65,6 +71,7 @@ typedef struct {
     size_t splice_off, splice_del;
     const char *splice_ins;
     size_t path_off;              /* where the path starts inside fwd */
+    bool have_body;               /* on_request ran: the request was made */
     bool stream;                  /* the client asked for a stream */
     bool strip_usage_chunk;       /* we added include_usage: drop the usage-only chunk */
     bool started;                 /* response head sent to the client */
@@ -72,9 +79,6 @@ typedef struct {
     bool usage_overflow;
     int status;                   /* sent to the client (499 if it left) */
     int relayed_status;           /* the provider status relayed to the client, 0 if none */
-    int last_up_status;           /* last upstream HTTP status seen on a failed attempt */
-    int retry_after_s;
-    qg_uperr last_err;
     qg_sse_parser parser;
     qg_usage_stream us;
     qg_buf resp_body;             /* non-stream body copy for usage */
@@ -82,42 +86,9 @@ typedef struct {
     qg_ledger_row *row;
 } qg_exchange;
 
-static void start_attempt(qg_exchange *ex);
+static void start_attempt(qg_exchange *ex, int target);
 
 /* ---- small helpers ---- */
-
-void qg_respond_json(qg_conn *c, int status, const char *json, size_t len)
-{
-    static const char ct[] = "Content-Type: application/json\r\n";
-    qg_conn_respond(c, status, ct, sizeof ct - 1, json, len);
-}
-
-void qg_respond_error(qg_conn *c, qg_dialect d, int status, const char *code, const char *message, int retry_after_s)
-{
-    char hdr[128];
-    int hl = snprintf(hdr, sizeof hdr, "Content-Type: application/json\r\n");
-    if (retry_after_s > 0) hl += snprintf(hdr + hl, sizeof hdr - (size_t)hl, "Retry-After: %d\r\n", retry_after_s);
-    qg_buf b;
-    qg_buf_init(&b, 0);
-    qg_dialect_error_body(&b, d, status, code, message);
-    qg_conn_respond(c, status, hdr, (size_t)hl, b.data, b.len);
-    qg_buf_free(&b);
-}
-
-static qg_slice presented_key(const qg_http_msg *m)
-{
-    qg_slice k = qg_http_header(m, "x-api-key");
-    if (k.p && k.n) return k;
-    qg_slice a = qg_http_header(m, "authorization");
-    if (a.n > 7 && strncasecmp(a.p, "Bearer ", 7) == 0) return qg_slice_trim((qg_slice){a.p + 7, a.n - 7});
-    return (qg_slice){NULL, 0};
-}
-
-static qg_slice path_only(qg_slice target)
-{
-    const char *q = memchr(target.p, '?', target.n);
-    return q ? (qg_slice){target.p, (size_t)(q - target.p)} : target;
-}
 
 static void copy_field(char *dst, size_t cap, const char *src) { qg_strlcpy(dst, src, cap); }
 
@@ -171,6 +142,10 @@ static void settle_usage(qg_exchange *ex)
 static void exchange_free(qg_exchange *ex)
 {
     qg_worker *w = ex->w;
+    if (ex->row && !ex->have_body) { /* no request was made (see the top comment) */
+        qg_ledger_row_free(ex->row);
+        ex->row = NULL;
+    }
     if (ex->row) {
         ex->row->status = ex->status;
         ex->row->attempts = ex->attempts;
@@ -227,41 +202,34 @@ static void finish_broken(qg_exchange *ex, const char *why)
 
 /* ---- upstream callbacks ---- */
 
-static bool retryable_status(int st) { return st == 429 || st == 401 || st == 403 || st >= 500; }
-
 static void retry_later_cb(qg_deferred *d);
 static void flush_head_cb(qg_deferred *d);
 
-static void try_next_or_fail(qg_exchange *ex)
+/* After a failed attempt: the next account, or the client's error. */
+static void continue_or_fail(qg_exchange *ex, qg_attempt_action act)
 {
-    int max = ex->w->gw->cfg->limits.retry_attempts;
-    if (ex->attempts < max && ex->attempts < MAX_ATTEMPTS && qg_route_pick(ex->route, ex->w->cursors, ex->tried, ex->attempts) >= 0) {
-        start_attempt(ex);
+    int t = act == QG_ATTEMPT_NEXT ? qg_route_pick(ex->route, ex->w->cursors, ex->tried, ex->attempts) : -1;
+    if (t >= 0) {
+        start_attempt(ex, t);
         return;
     }
-    if (ex->last_up_status == 429) {
-        finish_error(ex, 503, "no_account_available",
-                     "every account tried for this model is rate limited by the provider; retry later", QG_MAX(ex->retry_after_s, 1));
-    } else if (ex->last_up_status == 401 || ex->last_up_status == 403) {
-        finish_error(ex, 502, "upstream_error", "the provider rejected the gateway's account credentials", 0);
-    } else if (ex->last_up_status >= 500) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "the provider failed on every attempt (last status %d)", ex->last_up_status);
-        finish_error(ex, 502, "upstream_error", msg, 0);
-    } else if (ex->last_err == QG_UPERR_TIMEOUT || ex->last_err == QG_UPERR_IDLE_TIMEOUT) {
-        finish_error(ex, 504, "upstream_timeout", "the provider did not answer in time on any attempt", 0);
-    } else {
-        char msg[96];
-        snprintf(msg, sizeof msg, "could not reach the provider on any attempt (%s)", qg_uperr_name(ex->last_err));
-        finish_error(ex, 502, "upstream_error", msg, 0);
-    }
+    qg_client_error e;
+    qg_attempts_error(&ex->failures, &e);
+    finish_error(ex, e.status, e.code, e.message, e.retry_after_s);
+}
+
+/* RFC 9110 §7.6.1: hop-by-hop headers, and any the Connection header names, stay here. */
+static bool hop_header(qg_slice name, qg_slice connection)
+{
+    return qg_http_is_hop_header(name) || (connection.n && qg_http_list_has(connection, name));
 }
 
 static void build_response_head(qg_exchange *ex, const qg_http_msg *resp, qg_buf *h)
 {
+    qg_slice connection = qg_http_header(resp, "connection");
     for (size_t i = 0; i < resp->n_headers; i++) {
         qg_slice n = resp->headers[i].name;
-        if (qg_http_is_hop_header(n) || qg_slice_ieq(n, "date") || qg_slice_ieq(n, "server")) continue;
+        if (hop_header(n, connection) || qg_slice_ieq(n, "date") || qg_slice_ieq(n, "server")) continue;
         qg_buf_append(h, n.p, n.n);
         qg_buf_append(h, ": ", 2);
         qg_buf_append(h, resp->headers[i].value.p, resp->headers[i].value.n);
@@ -276,11 +244,13 @@ static void on_up_head(void *ud, const qg_http_msg *resp)
 {
     qg_exchange *ex = ud;
     ex->t_first_us = qg_mono_us();
-    if (retryable_status(resp->status)) {
-        ex->last_up_status = resp->status;
-        int64_t delay;
+    qg_attempt_action act = qg_after_attempt(resp->status, QG_UPERR_NONE, false, ex->attempts, ex->w->gw->cfg->limits.retry_attempts);
+    if (act != QG_ATTEMPT_RELAY) {
+        int64_t delay = 0;
         qg_slice ra = qg_http_header(resp, "retry-after");
-        ex->retry_after_s = ra.p && qg_parse_retry_after(ra, qg_now_ms(), &delay) == 0 ? (int)((delay + 999) / 1000) : 0;
+        if (!ra.p || qg_parse_retry_after(ra, qg_now_ms(), &delay) < 0) delay = 0;
+        qg_attempt_log_add(&ex->failures, resp->status, QG_UPERR_NONE, delay);
+        ex->pending = act;
         qg_upconn_abort(ex->u);
         ex->u = NULL;
         /* Not from inside the upstream's callback: continue after this loop iteration. */
@@ -326,7 +296,7 @@ static void retry_later_cb(qg_deferred *d)
         exchange_free(ex);
         return;
     }
-    try_next_or_fail(ex);
+    continue_or_fail(ex, ex->pending);
 }
 
 typedef struct {
@@ -370,10 +340,14 @@ static void on_up_data(void *ud, char *data, size_t n)
     /* rc < 0: the client is gone; on_close arrives from the server and aborts us. */
 }
 
-static void on_up_done(void *ud)
+static void on_up_done(void *ud, bool by_close)
 {
     qg_exchange *ex = ud;
     ex->u = NULL;
+    if (ex->sse && by_close && !ex->us.terminal) { /* a close is no end for an unfinished stream */
+        finish_broken(ex, "the provider closed the connection before the stream ended");
+        return;
+    }
     if (ex->sse) {
         qg_buf *stage = &ex->w->stage;
         qg_buf_reset(stage);
@@ -392,22 +366,21 @@ static void on_up_error(void *ud, qg_uperr err)
 {
     qg_exchange *ex = ud;
     ex->u = NULL;
-    ex->last_err = err;
-    if (ex->started) {
+    qg_attempt_action act = qg_after_attempt(0, err, ex->started, ex->attempts, ex->w->gw->cfg->limits.retry_attempts);
+    if (act == QG_ATTEMPT_BROKEN) {
         finish_broken(ex, qg_uperr_name(err));
         return;
     }
-    ex->last_up_status = 0;
-    try_next_or_fail(ex);
+    qg_attempt_log_add(&ex->failures, 0, err, 0);
+    continue_or_fail(ex, act);
 }
 
 static const qg_upstream_cbs upstream_cbs = {on_up_head, on_up_data, on_up_done, on_up_error};
 
 /* ---- request construction ---- */
 
-static void start_attempt(qg_exchange *ex)
+static void start_attempt(qg_exchange *ex, int t)
 {
-    int t = qg_route_pick(ex->route, ex->w->cursors, ex->tried, ex->attempts);
     ex->tried[ex->attempts++] = t;
     ex->target = &ex->route->targets[t];
     const qg_provider_cfg *p = ex->target->p;
@@ -446,9 +419,10 @@ static void build_forward_headers(qg_exchange *ex, const qg_http_msg *m)
                                     QG_SLICE_LIT("accept-encoding"), QG_SLICE_LIT("openai-organization"),
                                     QG_SLICE_LIT("openai-project"), QG_SLICE_LIT("cookie")};
     qg_buf *f = &ex->fwd;
+    qg_slice connection = qg_http_header(m, "connection");
     for (size_t i = 0; i < m->n_headers; i++) {
         qg_slice n = m->headers[i].name;
-        bool skip = qg_http_is_hop_header(n);
+        bool skip = hop_header(n, connection);
         for (size_t k = 0; !skip && k < QG_ARRAY_LEN(drop); k++) skip = qg_slices_ieq(n, drop[k]);
         if (skip) continue;
         qg_buf_append(f, n.p, n.n);
@@ -501,11 +475,13 @@ static bool model_allowed(const qg_key_cfg *k, const char *model)
     return false;
 }
 
-static void proxy_request(qg_worker *w, qg_conn *c, const qg_http_msg *m, qg_buf *body, const endpoint *ep)
+/* From the head: the key decides before a byte of the body is read. */
+static int proxy_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const qg_api_route *route)
 {
     qg_gateway *gw = w->gw;
+    const endpoint *ep = route->data;
     qg_exchange *ex = qg_xcalloc(1, sizeof *ex);
-    ex->kind = QG_REQ_PROXY;
+    ex->req.route = route;
     ex->w = w;
     ex->c = c;
     ex->ep = ep;
@@ -514,21 +490,31 @@ static void proxy_request(qg_worker *w, qg_conn *c, const qg_http_msg *m, qg_buf
     ex->row->ts_ms = qg_now_ms();
     make_request_id(ex->row->request_id, sizeof ex->row->request_id, w->id, ++w->seq);
     copy_field(ex->row->endpoint, sizeof ex->row->endpoint, ep->name);
+    qg_buf_init(&ex->body, 0);
     qg_buf_init(&ex->fwd, 0);
     qg_buf_init(&ex->up_head, 0);
     qg_buf_init(&ex->resp_body, 0);
+    w->n_exchanges++;
+    c->req_ud = ex;
+    ex->key = qg_keytab_auth(&gw->keys, qg_http_api_key(m));
+    if (!ex->key) {
+        ex->have_body = true; /* answered: the refusal is a row like any other */
+        finish_error(ex, 401, "invalid_api_key", "missing or unknown API key", 0);
+        return QG_HEAD_ANSWERED;
+    }
+    copy_field(ex->row->key_name, sizeof ex->row->key_name, ex->key->name);
+    return QG_HEAD_READ_BODY;
+}
+
+static void proxy_on_request(qg_worker *w, qg_conn *c, const qg_http_msg *m, qg_buf *body)
+{
+    qg_gateway *gw = w->gw;
+    qg_exchange *ex = c->req_ud;
+    const endpoint *ep = ex->ep;
+    ex->have_body = true;
     ex->body = *body; /* take the body over from the connection */
     ex->body_len = body->len;
     qg_buf_init(body, 0);
-    w->n_exchanges++;
-    c->req_ud = ex;
-
-    ex->key = qg_keytab_auth(&gw->keys, presented_key(m));
-    if (!ex->key) {
-        finish_error(ex, 401, "invalid_api_key", "missing or unknown API key", 0);
-        return;
-    }
-    copy_field(ex->row->key_name, sizeof ex->row->key_name, ex->key->name);
 
     static const char *const wanted[] = {"model", "stream", "stream_options"};
     qg_json_span f[3];
@@ -571,19 +557,39 @@ static void proxy_request(qg_worker *w, qg_conn *c, const qg_http_msg *m, qg_buf
         return;
     }
     build_forward_headers(ex, m);
-    start_attempt(ex);
+    continue_or_fail(ex, QG_ATTEMPT_NEXT);
+}
+
+static void proxy_on_drain(qg_conn *c)
+{
+    qg_exchange *ex = c->req_ud;
+    if (ex->u) qg_upconn_resume(ex->u);
+}
+
+static void proxy_on_close(qg_conn *c)
+{
+    qg_exchange *ex = c->req_ud;
+    ex->c = NULL;
+    ex->status = 499; /* nginx's "client closed request" */
+    set_error(ex, "client_closed");
+    if (ex->u) {
+        qg_upconn_abort(ex->u);
+        ex->u = NULL;
+    }
+    /* A retry waiting in the deferred queue frees it in retry_later_cb. */
+    if (!ex->retry.queued) exchange_free(ex);
 }
 
 /* ---- GET /v1/models ---- */
 
-static void list_models(qg_worker *w, qg_conn *c, const qg_http_msg *m)
+static int models_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const qg_api_route *route)
 {
     qg_gateway *gw = w->gw;
     bool anthropic = qg_http_header(m, "anthropic-version").p != NULL;
-    if (!qg_keytab_auth(&gw->keys, presented_key(m))) {
+    if (!qg_keytab_auth(&gw->keys, qg_http_api_key(m))) {
         qg_respond_error(c, anthropic ? QG_DIALECT_ANTHROPIC : QG_DIALECT_OPENAI, 401, "invalid_api_key",
                          "missing or unknown API key", 0);
-        return;
+        return QG_HEAD_ANSWERED;
     }
     qg_buf b;
     qg_buf_init(&b, 0);
@@ -605,56 +611,20 @@ static void list_models(qg_worker *w, qg_conn *c, const qg_http_msg *m)
     else qg_buf_append(&b, "]}", 2);
     qg_respond_json(c, 200, b.data, b.len);
     qg_buf_free(&b);
+    return QG_HEAD_ANSWERED;
 }
 
-/* ---- server handler ---- */
+/* ---- registration ---- */
 
-static void on_request(qg_conn *c, const qg_http_msg *m, qg_buf *body)
+static qg_api_route proxy_routes[QG_ARRAY_LEN(endpoints)];
+static const qg_api_route models_route = {"/v1/models", "GET", QG_DIALECT_OPENAI, models_on_head, NULL, NULL, NULL, NULL};
+
+void qg_proxy_register(qg_api *api)
 {
-    qg_worker *w = c->srv->app;
-    qg_slice path = path_only(m->target);
-    bool post = qg_slice_eq(m->method, "POST");
     for (size_t i = 0; i < QG_ARRAY_LEN(endpoints); i++) {
-        if (!qg_slice_eq(path, endpoints[i].path)) continue;
-        if (!post) {
-            qg_respond_error(c, endpoints[i].dialect, 405, "method_not_allowed", "use POST for this endpoint", 0);
-            return;
-        }
-        proxy_request(w, c, m, body, &endpoints[i]);
-        return;
+        proxy_routes[i] = (qg_api_route){endpoints[i].path, "POST", endpoints[i].dialect, proxy_on_head, proxy_on_request,
+                                         proxy_on_drain, proxy_on_close, &endpoints[i]};
+        qg_api_add(api, &proxy_routes[i]);
     }
-    if (qg_slice_eq(path, "/v1/models") && (qg_slice_eq(m->method, "GET") || qg_slice_eq(m->method, "HEAD"))) {
-        list_models(w, c, m);
-        return;
-    }
-    if (qg_admin_route(w, c, m)) return;
-    qg_respond_error(c, QG_DIALECT_OPENAI, 404, "not_found", "no such endpoint", 0);
+    qg_api_add(api, &models_route);
 }
-
-static void on_drain(qg_conn *c)
-{
-    qg_exchange *ex = c->req_ud;
-    if (ex && ex->kind == QG_REQ_PROXY && ex->u) qg_upconn_resume(ex->u);
-}
-
-static void on_close(qg_conn *c)
-{
-    int *kind = c->req_ud;
-    if (!kind) return;
-    if (*kind == QG_REQ_ADMIN) {
-        qg_admin_on_close(c);
-        return;
-    }
-    qg_exchange *ex = (qg_exchange *)kind;
-    ex->c = NULL;
-    ex->status = 499; /* nginx's "client closed request" */
-    set_error(ex, "client_closed");
-    if (ex->u) {
-        qg_upconn_abort(ex->u);
-        ex->u = NULL;
-        exchange_free(ex);
-    }
-    /* else a retry is pending in the deferred queue; retry_later_cb frees it */
-}
-
-const qg_handler qg_gateway_handler = {on_request, on_drain, on_close};

@@ -10,6 +10,9 @@
  */
 #include "gateway.h"
 
+#include "api.h"
+#include "cpus.h"
+
 #include <errno.h>
 #include <netdb.h>
 #include <signal.h>
@@ -82,8 +85,9 @@ static int worker_init(qg_gateway *gw, qg_worker *w, int id)
     qg_buf_init(&w->stage, 0);
     qg_server_limits lim = {.max_header = cfg->limits.max_header, .max_body = cfg->limits.max_body,
                             .idle_timeout_ms = cfg->limits.client_idle_timeout_ms,
+                            .header_timeout_ms = cfg->limits.client_header_timeout_ms,
                             .max_connections = cfg->limits.max_connections};
-    qg_server_init(&w->srv, w->loop, gw->listen_fd, &qg_gateway_handler, w, &lim, &gw->conn_count, NULL);
+    qg_server_init(&w->srv, w->loop, gw->listen_fd, &qg_api_handler, w, &lim, &gw->conn_count, NULL);
     if (qg_notify_init(w->loop, &w->ctl, worker_ctl_cb, w) < 0 || qg_notify_init(w->loop, &w->ledger_notify, ledger_notify_cb, w) < 0 ||
         qg_notify_init(w->loop, &w->dns_notify, dns_notify_cb, w) < 0)
         return -1;
@@ -92,8 +96,8 @@ static int worker_init(qg_gateway *gw, qg_worker *w, int id)
     qg_upstream_env env = {w->loop, gw->resolver, id, w->scratch, sizeof w->scratch};
     qg_upstream_opts uo = {.connect_ms = cfg->limits.upstream_connect_timeout_ms,
                            .first_byte_ms = cfg->limits.upstream_first_byte_timeout_ms,
-                           .idle_ms = cfg->limits.stream_idle_timeout_ms, .pool_idle_ms = 30000, .max_idle = 256,
-                           .max_header = 64 << 10};
+                           .idle_ms = cfg->limits.stream_idle_timeout_ms, .pool_idle_ms = QG_POOL_IDLE_MS,
+                           .max_idle = QG_POOL_MAX_IDLE, .max_header = QG_UPSTREAM_MAX_HEAD};
     w->ups = qg_xcalloc(cfg->n_providers, sizeof *w->ups);
     for (size_t i = 0; i < cfg->n_providers; i++) w->ups[i] = qg_upstream_new(&env, &cfg->providers[i], gw->tls[i], &uo);
     w->cursors = qg_xcalloc(gw->router.n_cursors + 1, sizeof *w->cursors);
@@ -173,9 +177,19 @@ int qg_serve(const char *config_path)
     qg_buf_free(&errs);
     const qg_config *cfg = gw->cfg;
     gw->started_ms = qg_now_ms();
-    gw->n_workers = cfg->workers > 0 ? cfg->workers : (int)QG_MAX(1L, sysconf(_SC_NPROCESSORS_ONLN));
+    if (cfg->workers > 0) {
+        gw->n_workers = cfg->workers;
+    } else { /* auto: the CPUs this process may use, not the machine's (cpus.h) */
+        char why[600];
+        gw->n_workers = QG_MIN(QG_MAX_WORKERS, qg_usable_cpus_explain(why, sizeof why));
+        qg_info("workers: auto = %d: %s", gw->n_workers, why);
+    }
     qg_keytab_build(&gw->keys, cfg);
     qg_router_build(&gw->router, cfg);
+    static qg_api api;
+    qg_proxy_register(&api);
+    qg_admin_register(&api);
+    gw->api = &api;
     char err[512];
     if (prepare_providers(gw) < 0) goto out;
     gw->ledger = qg_ledger_open(cfg->store_sqlite, cfg->limits.ledger_flush_ms, gw->n_workers, err, sizeof err);
@@ -234,10 +248,12 @@ int qg_serve(const char *config_path)
     }
     rc = 0;
 out:
+    /* The resolver thread may still be answering a lookup whose query lives in an
+     * upstream: join it before the upstreams go. */
+    qg_resolver_free(gw->resolver);
     for (int i = 0; gw->workers && i < gw->n_workers; i++) worker_free(gw, &gw->workers[i]);
     free(gw->workers);
     if (gw->listen_fd > 0) close(gw->listen_fd);
-    qg_resolver_free(gw->resolver);
     if (gw->ledger) {
         int64_t before = qg_ledger_rows_written(gw->ledger);
         qg_ledger_close(gw->ledger); /* flushes every row the workers submitted */

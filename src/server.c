@@ -59,7 +59,7 @@ static void accept_one(qg_server *s, int fd)
     c->sock.fd = fd;
     c->state = QG_CONN_READ_HEAD;
     qg_buf_init(&c->in, s->limits.max_header + QG_READ_CHUNK);
-    qg_buf_init(&c->body, s->limits.max_body);
+    qg_buf_init(&c->body, 0); /* its limit is set per request */
     qg_buf_init(&c->out, QG_OUT_SANITY_MAX);
     qg_timer_init(&c->timer, conn_timer_cb, c);
     c->last_activity = qg_loop_now(s->loop);
@@ -80,14 +80,44 @@ static void accept_one(qg_server *s, int fd)
     qg_timer_start(s->loop, &c->timer, s->limits.idle_timeout_ms);
 }
 
+/* Out of descriptors: the level-triggered listener would wake the loop again at once, so
+ * stop watching it for a moment (as nginx and libuv do) and warn once per interval. */
+static void accept_pause(qg_server *s, int err)
+{
+    int64_t now = qg_loop_now(s->loop);
+    s->accept_pauses++;
+    if (!s->accept_warned || now - s->accept_warned >= QG_ACCEPT_WARN_MS) {
+        qg_warn("accept: %s: pausing new connections for %d ms (%llu pauses in the last interval; raise the fd "
+                "limit or lower max_connections)",
+                strerror(err), QG_ACCEPT_PAUSE_MS, (unsigned long long)s->accept_pauses);
+        s->accept_warned = now;
+        s->accept_pauses = 0;
+    }
+    qg_io_stop(s->loop, &s->listen_io);
+    s->accept_paused = true;
+    qg_timer_start(s->loop, &s->accept_timer, QG_ACCEPT_PAUSE_MS);
+}
+
+static void listen_cb(qg_io *io, uint32_t events);
+
+static void accept_resume_cb(qg_timer *t)
+{
+    qg_server *s = t->ud;
+    s->accept_paused = false;
+    if (s->listening && qg_io_start_listen(s->loop, &s->listen_io, s->listen_io.fd, listen_cb, s) < 0) {
+        qg_error("accept: cannot watch the listening socket again: %s", strerror(errno));
+        s->listening = false;
+    }
+}
+
 static void listen_cb(qg_io *io, uint32_t events)
 {
     qg_server *s = io->ud;
-    for (int i = 0; i < QG_ACCEPT_BATCH && s->listening; i++) {
+    for (int i = 0; i < QG_ACCEPT_BATCH && s->listening && !s->accept_paused; i++) {
         int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
-            if (errno == EMFILE || errno == ENFILE) qg_warn("accept: %s (raise the fd limit or lower max_connections)", strerror(errno));
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) accept_pause(s, errno);
             return;
         }
         if (atomic_fetch_add(s->conn_count, 1) >= s->limits.max_connections) {
@@ -110,14 +140,16 @@ void qg_server_init(qg_server *s, qg_loop *loop, int listen_fd, const qg_handler
     s->conn_count = conn_count;
     s->tls = tls;
     s->listen_io.fd = -1;
+    qg_timer_init(&s->accept_timer, accept_resume_cb, s);
     if (listen_fd >= 0 && qg_io_start_listen(loop, &s->listen_io, listen_fd, listen_cb, s) == 0) s->listening = true;
 }
 
 void qg_server_drain(qg_server *s)
 {
     if (s->listening) {
-        qg_io_stop(s->loop, &s->listen_io);
-        s->listening = false;
+        if (!s->accept_paused) qg_io_stop(s->loop, &s->listen_io);
+        qg_timer_stop(s->loop, &s->accept_timer);
+        s->listening = s->accept_paused = false;
     }
     s->draining = true;
     for (qg_conn *c = s->conns, *next; c; c = next) {
@@ -128,6 +160,7 @@ void qg_server_drain(qg_server *s)
 
 void qg_server_close_all(qg_server *s)
 {
+    qg_timer_stop(s->loop, &s->accept_timer);
     while (s->conns) conn_close_now(s->conns);
 }
 
@@ -279,7 +312,9 @@ static void build_head(qg_conn *c, qg_buf *h, int status, const char *headers, s
         qg_buf_put_int(h, content_length);
         qg_buf_puts(h, "\r\n");
     }
-    else if (c->keep_alive || !c->close_after) {
+    else if (c->http10) {
+        c->close_after = true; /* RFC 9112 §6.1: no chunked to 1.0; the close ends the body */
+    } else if (c->keep_alive || !c->close_after) {
         c->response_chunked = true;
         qg_buf_append(h, "Transfer-Encoding: chunked\r\n", 28);
     }
@@ -324,7 +359,7 @@ void qg_conn_end(qg_conn *c)
         struct iovec iov = {"0\r\n\r\n", 5};
         conn_write(c, &iov, 1);
     }
-    if (c->state == QG_CONN_CLOSING) return;
+    if (c->state == QG_CONN_CLOSING || c->in_head_cb) return; /* begin_request finishes it */
     if (c->out.len == 0) conn_finish_response(c);
 }
 
@@ -333,7 +368,7 @@ void qg_conn_abort(qg_conn *c)
     c->response_done = true;
     c->close_after = true;
     c->keep_alive = false;
-    if (c->state == QG_CONN_CLOSING) return;
+    if (c->state == QG_CONN_CLOSING || c->in_head_cb) return;
     if (c->out.len == 0) conn_close_later(c);
     /* else: closed by conn_finish_response once `out` drains */
 }
@@ -345,11 +380,12 @@ static void conn_finish_response(qg_conn *c)
         conn_close_later(c);
         return;
     }
-    c->state = QG_CONN_READ_HEAD;
+    c->state = c->discard_left ? QG_CONN_DISCARD_BODY : QG_CONN_READ_HEAD;
     c->req_ud = NULL;
     c->req_active = false;
     c->response_started = c->response_done = c->response_chunked = false;
-    c->head_request = false;
+    c->head_request = c->discard_forced = false;
+    c->head_started = 0;
     c->last_activity = qg_loop_now(s->loop);
     qg_timer_start(s->loop, &c->timer, s->limits.idle_timeout_ms);
     /* Pipelined bytes (or data that arrived while we were busy) are handled after this
@@ -359,18 +395,49 @@ static void conn_finish_response(qg_conn *c)
 
 /* ---- reading requests ---- */
 
-static void respond_error_close(qg_conn *c, int status, const char *msg)
+void qg_conn_discard_body(qg_conn *c)
 {
+    if (c->body_expected < 0) return; /* chunked: only closing gets rid of it */
+    c->discard_forced = true;
+    c->close_after = c->linger_wanted = false;
+}
+
+/* The request target of what `in` holds, for the error shape, even if the head is not
+ * complete or not valid: the second word of the request line. */
+static qg_slice target_guess(const qg_conn *c)
+{
+    const char *p = c->in.data, *end = p + QG_MIN(c->in.len, (size_t)8192);
+    const char *sp = p ? memchr(p, ' ', (size_t)(end - p)) : NULL;
+    if (!sp) return (qg_slice){"", 0};
+    const char *t = sp + 1, *e = t;
+    while (e < end && *e != ' ' && *e != '\r' && *e != '\n') e++;
+    return (qg_slice){t, (size_t)(e - t)};
+}
+
+/* Answers an error the server decided itself, in the dialect of the target, and closes
+ * after it (lingering, as the rest of the request is not read). */
+static void respond_error_close(qg_conn *c, int status, const char *code, const char *msg)
+{
+    qg_server *s = c->srv;
+    if (c->req_active && !c->response_done && s->handler->on_close) s->handler->on_close(c); /* held since on_head */
+    c->req_ud = NULL;
     c->state = QG_CONN_ACTIVE;
     c->req_active = true;
     c->close_after = true;
     c->linger_wanted = true;
-    char body[256];
-    int n = snprintf(body, sizeof body,
-                     "{\"error\":{\"message\":\"%s\",\"type\":\"invalid_request_error\",\"code\":\"%s\",\"param\":null}}",
-                     msg, status == 413 ? "request_too_large" : "invalid_request");
+    c->discard_left = 0;
+    qg_dialect d = s->handler->error_dialect ? s->handler->error_dialect(target_guess(c)) : QG_DIALECT_OPENAI;
+    qg_buf body;
+    qg_buf_init(&body, 0);
+    qg_dialect_error_body(&body, d, status, code, msg);
     static const char ct[] = "Content-Type: application/json\r\n";
-    qg_conn_respond(c, status, ct, sizeof ct - 1, body, (size_t)n);
+    qg_conn_respond(c, status, ct, sizeof ct - 1, body.data, body.len);
+    qg_buf_free(&body);
+}
+
+static void respond_too_large(qg_conn *c)
+{
+    respond_error_close(c, 413, "request_too_large", "the request body exceeds the configured max_body");
 }
 
 static void dispatch(qg_conn *c)
@@ -379,12 +446,11 @@ static void dispatch(qg_conn *c)
     qg_http_msg *m = &s->msg;
     int rc = qg_http_parse_request(c->in.data, c->in.len, s->limits.max_header, m);
     if (rc <= 0) { /* cannot happen: the head parsed before */
-        respond_error_close(c, 400, "malformed request");
+        respond_error_close(c, 400, "invalid_request", "malformed HTTP request");
         return;
     }
     c->state = QG_CONN_ACTIVE;
     c->req_active = true;
-    c->head_request = qg_slice_eq(m->method, "HEAD");
     qg_timer_stop(s->loop, &c->timer);
     s->handler->on_request(c, m, &c->body);
     /* The head is done with; keep only pipelined bytes. */
@@ -400,39 +466,95 @@ static void dispatch(qg_conn *c)
     }
 }
 
-/* The head is complete: decide how to read the body. */
-static int begin_body(qg_conn *c, const qg_http_msg *m)
+/* Body bytes of the current request that are not in `in` yet. */
+static uint64_t body_unread(const qg_conn *c, const qg_http_msg *m)
+{
+    uint64_t len = m->content_length > 0 ? (uint64_t)m->content_length : 0;
+    return len - QG_MIN((uint64_t)(c->in.len - m->head_len), len);
+}
+
+/* The handler answered from the head: drop the body bytes that came with it; the rest is
+ * read and discarded, or (chunked, or large and not forced) the connection closes, which
+ * close_after already says since before on_head so the answer carries Connection: close. */
+static void skip_unread_body(qg_conn *c, const qg_http_msg *m)
+{
+    if (m->chunked) return;
+    uint64_t unread = body_unread(c, m);
+    size_t extra = c->in.len - m->head_len;
+    size_t take = (size_t)((m->content_length > 0 ? (uint64_t)m->content_length : 0) - unread);
+    memmove(c->in.data + m->head_len, c->in.data + m->head_len + take, extra - take);
+    c->in.len -= take;
+    if (!c->close_after) c->discard_left = unread;
+}
+
+/* The head is complete: offer it to the handler, then decide how to read the body.
+ * Returns 0 to go on reading, -1 when the request was answered without its body. */
+static int begin_request(qg_conn *c, const qg_http_msg *m)
 {
     qg_server *s = c->srv;
     c->head_len = m->head_len;
     c->keep_alive = m->keep_alive;
-    c->close_after = false;
-    size_t extra = c->in.len - m->head_len;
+    c->http10 = m->minor_version == 0;
+    c->close_after = c->linger_wanted = false;
+    c->discard_left = 0;
+    c->head_request = qg_slice_eq(m->method, "HEAD");
+    c->body_expected = m->chunked ? -1 : m->content_length > 0 ? m->content_length : 0;
     if (m->content_length > 0 && (uint64_t)m->content_length > s->limits.max_body) {
-        respond_error_close(c, 413, "request body exceeds the configured max_body");
+        respond_too_large(c);
         return -1;
     }
+    if (s->handler->on_head) {
+        c->state = QG_CONN_ACTIVE;
+        c->req_active = true;
+        qg_timer_stop(s->loop, &c->timer);
+        /* If answered now, how the unread body goes (qg_conn_discard_body may change it). */
+        c->close_after = c->linger_wanted = m->chunked || body_unread(c, m) > QG_DISCARD_MAX;
+        c->in_head_cb = true;
+        int decision = s->handler->on_head(c, m);
+        c->in_head_cb = false;
+        if (decision == QG_HEAD_ANSWERED) {
+            if (c->state == QG_CONN_CLOSING) return -1;
+            skip_unread_body(c, m);
+            qg_buf_consume(&c->in, c->head_len);
+            if (c->in.len == 0) qg_buf_free(&c->in);
+            if (c->response_done) { /* answered at once: finish now that the body plan is known */
+                if (c->out.len == 0) conn_finish_response(c);
+            } else {
+                c->last_activity = qg_loop_now(s->loop);
+                qg_timer_start(s->loop, &c->timer, s->limits.idle_timeout_ms);
+            }
+            return -1;
+        }
+        if (c->state == QG_CONN_CLOSING) return -1;
+        c->close_after = c->linger_wanted = c->discard_forced = false;
+    }
     qg_buf_free(&c->body);
+    size_t extra = c->in.len - m->head_len;
     if (m->chunked) {
-        /* bytes after the head are decoded by the caller (conn_process_input) */
-        c->body.max = s->limits.max_body + QG_READ_CHUNK;
-        c->body_expected = -1;
+        /* Decoded in place, so the raw buffer holds the decoded body plus at most one read
+         * of framing: that read's room is above max_body, never taken from it. */
+        c->body.max = s->limits.max_body + QG_READ_CHUNK * 4;
         qg_chunked_init(&c->body_chunked);
     } else {
-        c->body_expected = m->content_length > 0 ? m->content_length : 0;
+        /* The buffer grows as bytes arrive: a declared length reserves nothing. */
         c->body.max = (size_t)c->body_expected;
-        if (c->body_expected && qg_buf_reserve(&c->body, (size_t)c->body_expected) < 0) return -1;
         size_t take = QG_MIN(extra, (size_t)c->body_expected);
+        if (take && qg_buf_try_reserve(&c->body, take) < 0) {
+            respond_error_close(c, 503, "server_busy", "the gateway is out of memory; retry later");
+            return -1;
+        }
         qg_buf_append(&c->body, c->in.data + m->head_len, take);
         /* keep pipelined bytes after the head, where dispatch expects them */
         memmove(c->in.data + m->head_len, c->in.data + m->head_len + take, extra - take);
         c->in.len = m->head_len + extra - take;
     }
-    if (m->expect_continue && m->minor_version == 1 && c->body.len < (size_t)QG_MAX(c->body_expected, 1)) {
+    if (m->expect_continue && !c->http10 && c->body.len < (size_t)QG_MAX(c->body_expected, 1)) {
         struct iovec iov = {"HTTP/1.1 100 Continue\r\n\r\n", 25};
         if (conn_write(c, &iov, 1) < 0) return -1;
     }
     c->state = QG_CONN_READ_BODY;
+    c->last_activity = qg_loop_now(s->loop);
+    qg_timer_start(s->loop, &c->timer, s->limits.idle_timeout_ms);
     return 0;
 }
 
@@ -445,11 +567,11 @@ static int chunked_progress(qg_conn *c, size_t decoded_before)
     size_t raw_len = c->body.len - decoded_before;
     int r = qg_chunked_decode(&c->body_chunked, raw, raw_len, &data_len, &rest_off);
     if (r == QG_CHUNKED_ERROR) {
-        respond_error_close(c, 400, "malformed chunked request body");
+        respond_error_close(c, 400, "invalid_request", "malformed chunked request body");
         return -1;
     }
     if (decoded_before + data_len > c->srv->limits.max_body) {
-        respond_error_close(c, 413, "request body exceeds the configured max_body");
+        respond_too_large(c);
         return -1;
     }
     if (r == QG_CHUNKED_DONE && rest_off < raw_len) /* pipelined bytes go back after the head */
@@ -458,11 +580,40 @@ static int chunked_progress(qg_conn *c, size_t decoded_before)
     return r == QG_CHUNKED_DONE;
 }
 
+/* Reads and drops the body of a request answered from its head. */
+static int conn_discard(qg_conn *c, bool *eof)
+{
+    char sink[QG_READ_CHUNK * 4];
+    while (c->discard_left) {
+        ssize_t r = qg_sock_read(&c->sock, sink, (size_t)QG_MIN(c->discard_left, (uint64_t)sizeof sink));
+        if (r == QG_SOCK_AGAIN) return 0;
+        if (r <= 0) {
+            *eof = true;
+            return 0;
+        }
+        c->discard_left -= (uint64_t)r;
+        c->last_activity = qg_loop_now(c->srv->loop);
+    }
+    c->state = QG_CONN_READ_HEAD;
+    return 0;
+}
+
+/* The head deadline runs from the head's first byte, whatever the pace after it. */
+static void head_started(qg_conn *c)
+{
+    qg_server *s = c->srv;
+    c->head_started = qg_loop_now(s->loop);
+    if (!s->limits.header_timeout_ms) return;
+    int64_t due = c->head_started + s->limits.header_timeout_ms;
+    if (!qg_timer_active(&c->timer) || due < c->timer.deadline) qg_timer_start_at(s->loop, &c->timer, due);
+}
+
 /* Reads what the socket has into `in` or `body`.  Returns 0 normally, -1 if the conn closed. */
 static int conn_read(qg_conn *c, bool *eof)
 {
     qg_server *s = c->srv;
     *eof = false;
+    if (c->state == QG_CONN_DISCARD_BODY) return conn_discard(c, eof);
     for (;;) {
         qg_buf *b;
         size_t want;
@@ -475,9 +626,14 @@ static int conn_read(qg_conn *c, bool *eof)
             want = QG_READ_CHUNK;
         }
         size_t decoded_before = b->len;
-        if (qg_buf_reserve(b, QG_MIN(want, QG_READ_CHUNK * 16)) < 0) {
-            if (b == &c->in) respond_error_close(c, 431, "request head exceeds the configured max_header");
-            else respond_error_close(c, 413, "request body exceeds the configured max_body");
+        int rr = qg_buf_try_reserve(b, QG_MIN(want, QG_READ_CHUNK * 16));
+        if (rr == QG_BUF_NO_MEMORY) {
+            respond_error_close(c, 503, "server_busy", "the gateway is out of memory; retry later");
+            return -1;
+        }
+        if (rr < 0) {
+            if (b == &c->in) respond_error_close(c, 431, "request_too_large", "the request head exceeds the configured max_header");
+            else respond_too_large(c);
             return -1;
         }
         size_t room = QG_MIN(b->cap - b->len, want);
@@ -487,6 +643,7 @@ static int conn_read(qg_conn *c, bool *eof)
             *eof = true;
             return 0;
         }
+        if (b == &c->in && b->len == 0 && !c->head_started) head_started(c);
         b->len += (size_t)r;
         c->last_activity = qg_loop_now(s->loop);
         if (c->state == QG_CONN_READ_BODY && c->body_expected < 0) {
@@ -498,6 +655,24 @@ static int conn_read(qg_conn *c, bool *eof)
     }
 }
 
+/* A complete head is at the front of `in`.  Returns 1 to keep processing, 0 to stop. */
+static int head_complete(qg_conn *c)
+{
+    if (begin_request(c, &c->srv->msg) < 0) return 0;
+    if (c->body_expected < 0 && c->in.len > c->head_len) {
+        /* chunked body bytes that arrived with the head */
+        qg_buf_append(&c->body, c->in.data + c->head_len, c->in.len - c->head_len);
+        c->in.len = c->head_len;
+        int done = chunked_progress(c, 0);
+        if (done < 0) return 0;
+        if (done) {
+            dispatch(c);
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* Parses and dispatches as many complete requests as `in` holds, reading more as needed. */
 static void conn_process_input(qg_conn *c)
 {
@@ -505,28 +680,18 @@ static void conn_process_input(qg_conn *c)
     for (;;) {
         if (c->state == QG_CONN_READ_HEAD) {
             if (c->in.len) {
+                if (!c->head_started) head_started(c); /* pipelined bytes: the head began already */
                 int rc = qg_http_parse_request(c->in.data, c->in.len, s->limits.max_header, &s->msg);
                 if (rc == QG_HTTP_TOO_LARGE || rc == QG_HTTP_TOO_MANY) {
-                    respond_error_close(c, 431, "request head too large");
+                    respond_error_close(c, 431, "request_too_large", "the request head is too large");
                     return;
                 }
                 if (rc == QG_HTTP_ERROR) {
-                    respond_error_close(c, 400, "malformed HTTP request");
+                    respond_error_close(c, 400, "invalid_request", "malformed HTTP request");
                     return;
                 }
                 if (rc > 0) {
-                    if (begin_body(c, &s->msg) < 0) return;
-                    if (c->body_expected < 0 && c->in.len > c->head_len) {
-                        /* chunked body bytes that arrived with the head */
-                        qg_buf_append(&c->body, c->in.data + c->head_len, c->in.len - c->head_len);
-                        c->in.len = c->head_len;
-                        int done = chunked_progress(c, 0);
-                        if (done < 0) return;
-                        if (done) {
-                            dispatch(c);
-                            return;
-                        }
-                    }
+                    if (!head_complete(c)) return;
                     continue;
                 }
             }
@@ -539,18 +704,25 @@ static void conn_process_input(qg_conn *c)
                 dispatch(c);
                 return;
             }
+        } else if (c->state == QG_CONN_DISCARD_BODY) {
+            if (!c->discard_left) {
+                c->state = QG_CONN_READ_HEAD;
+                continue;
+            }
         } else {
             return;
         }
         bool eof;
         size_t before_in = c->in.len, before_body = c->body.len;
+        uint64_t before_discard = c->discard_left;
         int chunk_state_before = c->body_chunked.state;
         if (conn_read(c, &eof) < 0) return;
         if (eof) {
             conn_close_now(c);
             return;
         }
-        if (c->in.len == before_in && c->body.len == before_body && c->body_chunked.state == chunk_state_before)
+        if (c->in.len == before_in && c->body.len == before_body && c->body_chunked.state == chunk_state_before &&
+            c->discard_left == before_discard)
             return; /* EAGAIN: wait for the next edge */
     }
 }
@@ -558,7 +730,7 @@ static void conn_process_input(qg_conn *c)
 static void conn_resume_cb(qg_deferred *d)
 {
     qg_conn *c = d->ud;
-    if (c->state == QG_CONN_READ_HEAD) conn_process_input(c);
+    if (c->state == QG_CONN_READ_HEAD || c->state == QG_CONN_DISCARD_BODY) conn_process_input(c);
 }
 
 /* ---- events and timers ---- */
@@ -608,6 +780,7 @@ static void conn_timer_cb(qg_timer *t)
         conn_close_now(c);
         return;
     }
+    int64_t now = qg_loop_now(s->loop);
     int64_t idle = s->limits.idle_timeout_ms;
     int64_t due = c->last_activity + idle;
     bool waiting_on_client = c->state != QG_CONN_ACTIVE || c->out.len;
@@ -615,7 +788,16 @@ static void conn_timer_cb(qg_timer *t)
         qg_timer_start(s->loop, t, idle); /* the handler's own timeouts govern */
         return;
     }
-    if (qg_loop_now(s->loop) < due) {
+    if (c->state == QG_CONN_READ_HEAD && c->head_started && s->limits.header_timeout_ms) {
+        int64_t head_due = c->head_started + s->limits.header_timeout_ms;
+        if (now >= head_due) {
+            qg_debug("client sent no complete request head in %lld ms: closing", (long long)s->limits.header_timeout_ms);
+            respond_error_close(c, 408, "request_timeout", "the request head did not arrive in time");
+            return;
+        }
+        due = QG_MIN(due, head_due);
+    }
+    if (now < due) {
         qg_timer_start_at(s->loop, t, due);
         return;
     }

@@ -2,8 +2,11 @@
  * server.h — the client-facing HTTP/1.1 server, one instance per worker loop.
  *
  * It accepts connections from a shared listening socket, reads a request head (bounded by
- * max_header) and body (bounded by max_body; Content-Length or chunked), answers
- * `Expect: 100-continue`, and hands the complete request to a handler.  Requests on one
+ * max_header and, from its first byte, by header_timeout), offers it to the handler's
+ * on_head (which may answer at once: unknown key, path or method — the body is then never
+ * buffered), then reads the body (bounded by max_body; Content-Length or chunked; the
+ * buffer grows as bytes arrive), answers `Expect: 100-continue` only then, and hands the
+ * complete request to on_request.  Requests on one
  * connection are served strictly in order: pipelined requests wait in the kernel socket
  * buffer and in `in` until the current response has been written.
  *
@@ -13,16 +16,23 @@
  * reading its upstream until the handler's on_drain runs.  That is the whole backpressure
  * contract, and it bounds `out` to one producer read.
  *
- * Lifetimes: a qg_conn belongs to the server.  While a request is active the handler may
- * hold the conn pointer; the server calls on_close before freeing a conn with an active
- * request (the client went away or an I/O error happened), after which the handler must
- * not touch it.  The request head passed to on_request (and its slices) is valid only
+ * Errors the server answers itself (400, 408, 413, 431, 503) use the error shape of the
+ * dialect the handler's error_dialect names for the request target.  Out of file
+ * descriptors, accepting pauses for QG_ACCEPT_PAUSE_MS instead of spinning.  HTTP/1.0
+ * clients get streamed responses delimited by the connection's close, never chunked.
+ *
+ * Lifetimes: a qg_conn belongs to the server.  While a request is active (from on_head
+ * asking for the body, or from on_request) the handler may hold the conn pointer; the
+ * server calls on_close before freeing a conn with an active request, or before answering
+ * an error itself for one (the client went away, an I/O error, a body over max_body),
+ * after which the handler must not touch it.  The request head passed to on_request (and its slices) is valid only
  * during that call; the body buffer may be taken over by the handler (qg_buf move).
  */
 #ifndef QG_SERVER_H
 #define QG_SERVER_H
 
 #include "common.h"
+#include "dialect.h"
 #include "http1.h"
 #include "loop.h"
 #include "sock.h"
@@ -32,6 +42,10 @@
 typedef struct qg_server qg_server;
 typedef struct qg_conn qg_conn;
 
+/* What on_head decided. */
+enum { QG_HEAD_READ_BODY = 0, QG_HEAD_ANSWERED = 1 };
+#define QG_DISCARD_MAX (64u << 10)
+
 typedef struct {
     /* A complete request.  body->len bytes of body; the handler may move the qg_buf out
      * (then reinitialise *body).  The handler answers now or later via qg_conn_*. */
@@ -40,14 +54,31 @@ typedef struct {
     void (*on_drain)(qg_conn *c);
     /* The connection is going away while a request is active. */
     void (*on_close)(qg_conn *c);
+    /* Optional.  The request head is complete and its body not read yet (no 100 Continue
+     * sent).  Return QG_HEAD_READ_BODY to read the body and get on_request, or answer now
+     * (qg_conn_respond; or later, holding the conn through req_ud) and return
+     * QG_HEAD_ANSWERED: the body is then never buffered.  After
+     * such an early answer a small Content-Length body (<= QG_DISCARD_MAX) is read and
+     * discarded so the connection stays usable; a larger or chunked one closes the
+     * connection (lingering), unless the handler called qg_conn_discard_body first.  The
+     * head and its slices are valid only during the call. */
+    int (*on_head)(qg_conn *c, const qg_http_msg *req);
+    /* Optional: the dialect whose error shape fits a request target (default OpenAI's). */
+    qg_dialect (*error_dialect)(qg_slice target);
 } qg_handler;
 
 typedef struct {
     size_t max_header;
     size_t max_body;
     int64_t idle_timeout_ms;   /* waiting for a request, or a client that stopped reading */
+    int64_t header_timeout_ms; /* a whole request head, from its first byte (0: none) */
     int max_connections;       /* shared across workers through `conn_count` */
 } qg_server_limits;
+
+/* How long accepting pauses when the process is out of file descriptors. */
+#define QG_ACCEPT_PAUSE_MS 100
+/* At most one warning about it per interval. */
+#define QG_ACCEPT_WARN_MS 10000
 
 struct qg_server {
     qg_loop *loop;
@@ -57,6 +88,10 @@ struct qg_server {
     SSL_CTX *tls;              /* non-NULL: serve TLS (the simulator's https mode) */
     qg_io listen_io;
     bool listening;
+    bool accept_paused;        /* out of descriptors: listen_io is off until accept_timer */
+    qg_timer accept_timer;
+    int64_t accept_warned;     /* loop ms of the last out-of-descriptors warning */
+    uint64_t accept_pauses;    /* pauses since that warning */
     bool draining;             /* finish active responses, then close; no new requests */
     _Atomic int *conn_count;   /* process-wide open client connections */
     qg_conn *conns;            /* intrusive list of every open conn */
@@ -66,7 +101,10 @@ struct qg_server {
     int64_t date_sec;
 };
 
-enum qg_conn_state { QG_CONN_READ_HEAD, QG_CONN_READ_BODY, QG_CONN_ACTIVE, QG_CONN_CLOSING };
+/* READ_HEAD -> [on_head] -> READ_BODY -> [on_request] -> ACTIVE -> READ_HEAD (keep-alive)
+ * An early answer from on_head goes ACTIVE with the body unread; after the response the
+ * body is discarded (DISCARD_BODY) or the connection closes. */
+enum qg_conn_state { QG_CONN_READ_HEAD, QG_CONN_READ_BODY, QG_CONN_ACTIVE, QG_CONN_DISCARD_BODY, QG_CONN_CLOSING };
 
 struct qg_conn {
     qg_server *srv;
@@ -76,6 +114,7 @@ struct qg_conn {
     qg_timer timer;
     qg_deferred resume;        /* continue with a pipelined request after a response */
     int64_t last_activity;
+    int64_t head_started;      /* loop ms of the current head's first byte; 0 = none yet */
     enum qg_conn_state state;
     qg_buf in;                 /* request head + any pipelined bytes (freed when empty) */
     qg_buf body;               /* the current request's body */
@@ -83,14 +122,18 @@ struct qg_conn {
     qg_chunked body_chunked;   /* chunked request body decoding */
     int64_t body_expected;     /* Content-Length, or -1 when chunked */
     size_t head_len;           /* of the current request, still at the front of `in` */
+    uint64_t discard_left;     /* unread body bytes to drop after an early answer */
     bool keep_alive;
+    bool http10;               /* the request was HTTP/1.0: no chunked responses */
+    bool discard_forced;       /* qg_conn_discard_body: keep the conn whatever the size */
+    bool in_head_cb;           /* inside on_head: an answer is finished by begin_request */
     bool response_chunked;
     bool response_started;
     bool response_done;        /* the handler ended the response (clean or aborted) */
     bool close_after;          /* close once `out` is flushed */
     bool tls_handshaking;
     bool head_request;
-    bool req_active;           /* a request was dispatched and its response is not finished */
+    bool req_active;           /* the handler holds this request (from on_head or on_request) */
     bool linger_wanted;        /* we answered without reading the whole request */
     bool lingering;            /* write side shut, discarding input before close */
     void *req_ud;              /* the handler's per-request object */
@@ -118,5 +161,8 @@ void qg_conn_end(qg_conn *c);
  * sees an unterminated body. */
 void qg_conn_abort(qg_conn *c);
 bool qg_conn_backed_up(const qg_conn *c);
+/* From on_head, before answering early: keep the connection by reading and discarding the
+ * unread Content-Length body, whatever its size (the simulator's keep-alive early answer). */
+void qg_conn_discard_body(qg_conn *c);
 
 #endif

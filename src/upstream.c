@@ -7,11 +7,21 @@
  * on_done and on_error are always the last thing that touches a connection: it is pooled
  * or freed first, then the caller's callback runs with values copied to the stack.
  *
- * Stale keep-alive connections: a pooled connection stays registered with epoll, so a
- * provider closing it is noticed (and the connection dropped) before reuse.  If a reused
- * connection still dies before a single response byte arrives, the request is re-sent
- * once on a fresh connection; that is the only automatic resend, and it never happens
- * once any response byte has been seen.
+ * A request is sent to the provider at most once (SPEC §3).  A pooled connection stays
+ * registered with epoll, so a provider closing it is usually noticed before reuse, and
+ * qg_upstream_send also peeks at the socket before taking it (a close that arrived in
+ * the same epoll batch has not been dispatched yet).  The one transparent re-send is
+ * when writing the request to a reused connection fails: the provider cannot have
+ * processed a request it did not receive whole.  It happens on the same qg_upconn (a
+ * fresh socket behind the handle the caller holds), at most once.  Any other death —
+ * after the request was written, even with no response byte yet — is an ordinary
+ * failure for the caller's retry policy: a load balancer cutting a long generation may
+ * have let the provider do (and bill) the work.
+ *
+ * A response that arrives while the request is still being written (an early 400/413)
+ * ends the sending: the rest of the iovecs is never written (the caller may free them
+ * from on_head on) and the connection is never pooled, since the provider would read
+ * the next request as the tail of this body.
  */
 #include "upstream.h"
 
@@ -25,7 +35,6 @@
 #include <unistd.h>
 
 #define UP_MAX_IOV 8
-#define DNS_TTL_MS 60000
 
 enum { UP_RESOLVING, UP_CONNECTING, UP_HANDSHAKE, UP_SENDING, UP_WAIT_HEAD, UP_BODY, UP_IDLE, UP_DEAD };
 
@@ -52,6 +61,8 @@ struct qg_upconn {
     bool keep_alive;
     bool reused;
     bool resent;
+    bool write_failed;         /* writing the request failed: the provider did not get it whole */
+    bool unsent;               /* the response came before the whole request was written */
     bool got_bytes;
     bool paused;
     bool aborted;
@@ -150,29 +161,40 @@ static void conn_free(qg_upconn *u)
         alive_;                                                                                  \
     })
 
+/* Whether a failure proves the provider never got the request (see the top comment). */
+static bool may_resend(const qg_upconn *u)
+{
+    return u->reused && u->write_failed && !u->got_bytes && !u->resent;
+}
+
+/* Sends the request again on a fresh socket behind the same handle, so the caller's
+ * pointer stays valid. */
+static void conn_restart(qg_upconn *u)
+{
+    qg_loop *l = u->up->env.loop;
+    if (u->registered) qg_io_stop(l, &u->io);
+    u->registered = false;
+    qg_sock_close(&u->sock);
+    qg_defer_cancel(l, &u->later);
+    qg_buf_reset(&u->head);
+    u->reused = u->write_failed = u->got_bytes = false;
+    u->resent = true;
+    memcpy(u->iov, u->orig_iov, sizeof u->orig_iov);
+    u->iovcnt = u->orig_iovcnt;
+    conn_connect(u);
+}
+
 static void conn_fail(qg_upconn *u, qg_uperr err)
 {
     const qg_upstream_cbs *cbs = u->cbs;
     void *ud = u->ud;
-    bool resend = u->reused && !u->got_bytes && !u->resent && err != QG_UPERR_TIMEOUT;
-    if (resend) {
-        /* A pooled connection died before answering: send again on a fresh one. */
-        qg_upstream *up = u->up;
-        qg_upconn *fresh = conn_new(up);
-        fresh->cbs = cbs;
-        fresh->ud = ud;
-        fresh->resent = true;
-        memcpy(fresh->orig_iov, u->orig_iov, sizeof u->orig_iov);
-        fresh->orig_iovcnt = u->orig_iovcnt;
-        memcpy(fresh->iov, u->orig_iov, sizeof u->orig_iov);
-        fresh->iovcnt = u->orig_iovcnt;
-        if (u->in_cb) u->aborted = true;
-        else conn_free(u);
-        conn_connect(fresh);
-        return;
-    }
     if (u->in_cb) { /* cannot happen today: failures are detected outside callbacks */
         u->aborted = true;
+        return;
+    }
+    if (may_resend(u)) {
+        qg_debug("upstream %s: writing to a pooled connection failed; sending on a fresh one", u->up->p->name);
+        conn_restart(u);
         return;
     }
     conn_free(u);
@@ -205,20 +227,21 @@ static void conn_complete(qg_upconn *u, bool reusable)
     qg_upstream *up = u->up;
     const qg_upstream_cbs *cbs = u->cbs;
     void *ud = u->ud;
+    bool by_close = u->body_kind == QG_BODY_UNTIL_CLOSE;
     qg_buf_free(&u->head);
-    if (reusable && u->keep_alive && up->n_idle < (size_t)up->opts.max_idle) {
+    if (reusable && u->keep_alive && !u->unsent && up->n_idle < (size_t)up->opts.max_idle) {
         u->state = UP_IDLE;
         u->cbs = NULL;
         u->ud = NULL;
         u->paused = false;
-        u->reused = u->got_bytes = u->resent = false;
+        u->reused = u->got_bytes = u->resent = u->write_failed = false;
         list_push(&up->idle, u);
         up->n_idle++;
         conn_arm(u, up->opts.pool_idle_ms);
     } else {
         conn_free(u);
     }
-    cbs->on_done(ud);
+    cbs->on_done(ud, by_close);
 }
 
 /* ---- DNS and connect ---- */
@@ -230,7 +253,7 @@ static void dns_done(qg_dns_query *q)
     if (q->rc == 0) {
         up->addr = q->addr;
         up->addrlen = q->addrlen;
-        up->addr_expires = qg_loop_now(up->env.loop) + DNS_TTL_MS;
+        up->addr_expires = qg_loop_now(up->env.loop) + QG_DNS_TTL_MS;
     } else {
         qg_warn("upstream %s: cannot resolve %s: %s", up->p->name, up->p->host, gai_strerror(q->rc));
     }
@@ -336,6 +359,7 @@ static void conn_send_some(qg_upconn *u)
 {
     int r = conn_write_iov(u);
     if (r < 0) {
+        u->write_failed = true;
         conn_fail(u, QG_UPERR_BROKEN);
         return;
     }
@@ -410,6 +434,10 @@ static int conn_head(qg_upconn *u, char *buf, size_t len, bool *complete)
         }
         off += (size_t)rc;
         break;
+    }
+    if (u->iovcnt) { /* an early answer: never write the rest, never pool */
+        u->unsent = true;
+        u->iovcnt = 0;
     }
     u->keep_alive = m.keep_alive;
     u->body_kind = qg_http_response_body_kind(&m, false);
@@ -569,17 +597,40 @@ void qg_upstream_seed_addr(qg_upstream *up, const struct sockaddr_storage *addr,
 {
     up->addr = *addr;
     up->addrlen = len;
-    up->addr_expires = qg_loop_now(up->env.loop) + DNS_TTL_MS;
+    up->addr_expires = qg_loop_now(up->env.loop) + QG_DNS_TTL_MS;
+}
+
+/* A pooled socket is usable if it is silent: no EOF, no error, no stray bytes. */
+static bool idle_conn_alive(qg_upconn *u)
+{
+    char b;
+    if (u->sock.ssl) return SSL_pending(u->sock.ssl) == 0 && recv(u->sock.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
+                            (errno == EAGAIN || errno == EWOULDBLOCK);
+    return recv(u->sock.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+/* The most recently pooled live connection, or NULL. */
+static qg_upconn *take_idle(qg_upstream *up)
+{
+    while (up->idle) {
+        qg_upconn *u = up->idle;
+        list_remove(&up->idle, u);
+        up->n_idle--;
+        qg_timer_stop(up->env.loop, &u->timer);
+        if (idle_conn_alive(u)) return u;
+        u->state = UP_DEAD;
+        conn_free(u);
+    }
+    return NULL;
 }
 
 qg_upconn *qg_upstream_send(qg_upstream *up, const struct iovec *req, int n, const qg_upstream_cbs *cbs, void *ud)
 {
     if (n > UP_MAX_IOV) return NULL;
-    qg_upconn *u = up->idle;
+    qg_upconn *u = take_idle(up);
     if (u) {
-        list_remove(&up->idle, u);
-        up->n_idle--;
         u->reused = true;
+        u->unsent = false;
     } else {
         u = conn_new(up);
     }
@@ -593,8 +644,12 @@ qg_upconn *qg_upstream_send(qg_upstream *up, const struct iovec *req, int n, con
         conn_arm(u, up->opts.first_byte_ms);
         /* Write now (no callback can run from here: failures are deferred). */
         int r = conn_write_iov(u);
-        if (r < 0) conn_fail_later(u, QG_UPERR_BROKEN);
-        else if (r == 0) u->state = UP_WAIT_HEAD;
+        if (r < 0) {
+            u->write_failed = true;
+            conn_fail_later(u, QG_UPERR_BROKEN);
+        } else if (r == 0) {
+            u->state = UP_WAIT_HEAD;
+        }
         return u;
     }
     conn_connect(u);

@@ -10,7 +10,9 @@
  *
  * Callbacks never run from inside qg_upstream_send, and a callback may call
  * qg_upconn_abort on its own connection (the upstream finishes unwinding safely).  The
- * request iovecs must stay valid until on_head or on_error.  Body data handed to on_data
+ * returned handle stays valid until on_done or on_error has been called, or the caller
+ * aborts it — also across the one transparent re-send (see upstream.c), which reuses
+ * it.  The request iovecs must stay valid until on_head or on_error.  Body data handed to on_data
  * lives in a per-worker scratch buffer and is valid only during the call.
  *
  * Timeouts: connect (DNS + TCP + TLS), first byte (request sent -> response head), idle
@@ -47,9 +49,19 @@ const char *qg_uperr_name(qg_uperr e);
 typedef struct {
     void (*on_head)(void *ud, const qg_http_msg *resp);
     void (*on_data)(void *ud, char *data, size_t n);
-    void (*on_done)(void *ud);
+    /* The body ended: by its framing (length, chunked), or by_close for a body delimited by
+     * the connection's close — which a cut would look like too. */
+    void (*on_done)(void *ud, bool by_close);
     void (*on_error)(void *ud, qg_uperr err);
 } qg_upstream_cbs;
+
+/* Pooled connections idle longer than this are closed.  Below the shortest common
+ * provider keep-alive timeout (uvicorn/vLLM and Node servers: 5 s; nginx 75 s; AWS ALB
+ * 60 s), so the provider practically never closes a connection just as it is reused. */
+#define QG_POOL_IDLE_MS 4000
+#define QG_POOL_MAX_IDLE 256           /* pooled connections per provider per worker */
+#define QG_UPSTREAM_MAX_HEAD (64u << 10) /* a provider's response head */
+#define QG_DNS_TTL_MS 60000            /* how long a resolved provider address is used */
 
 typedef struct {
     int64_t connect_ms;

@@ -20,6 +20,7 @@
 #include <openssl/sha.h>
 
 #include "config.h"
+#include "keys.h"
 
 #define CONFIGS "tests/unit/configs/"
 /* Every config needs a provider; snippets that test something else append this one. */

@@ -1,0 +1,103 @@
+/*
+ * api.c — the route table and the server handler over it.  See api.h.
+ */
+#include "api.h"
+
+#include <stdio.h>
+
+void qg_api_add(qg_api *api, const qg_api_route *r)
+{
+    if (api->n_routes == QG_API_MAX_ROUTES) {
+        qg_error("api: more than %d routes; %s not served", QG_API_MAX_ROUTES, r->path);
+        return;
+    }
+    api->routes[api->n_routes++] = r;
+}
+
+qg_slice qg_api_path(qg_slice target)
+{
+    const char *q = memchr(target.p, '?', target.n);
+    return q ? (qg_slice){target.p, (size_t)(q - target.p)} : target;
+}
+
+const qg_api_route *qg_api_find(const qg_api *api, qg_slice path)
+{
+    for (size_t i = 0; i < api->n_routes; i++)
+        if (qg_slice_eq(path, api->routes[i]->path)) return api->routes[i];
+    return NULL;
+}
+
+void qg_respond_json(qg_conn *c, int status, const char *json, size_t len)
+{
+    static const char ct[] = "Content-Type: application/json\r\n";
+    qg_conn_respond(c, status, ct, sizeof ct - 1, json, len);
+}
+
+void qg_respond_error(qg_conn *c, qg_dialect d, int status, const char *code, const char *message, int retry_after_s)
+{
+    char hdr[128];
+    int hl = snprintf(hdr, sizeof hdr, "Content-Type: application/json\r\n");
+    if (retry_after_s > 0) hl += snprintf(hdr + hl, sizeof hdr - (size_t)hl, "Retry-After: %d\r\n", retry_after_s);
+    qg_buf b;
+    qg_buf_init(&b, 0);
+    qg_dialect_error_body(&b, d, status, code, message);
+    qg_conn_respond(c, status, hdr, (size_t)hl, b.data, b.len);
+    qg_buf_free(&b);
+}
+
+/* Paths under the Anthropic API answer in its error shape even when no route matches. */
+static qg_dialect dialect_of_path(qg_slice path)
+{
+    return path.n >= 12 && memcmp(path.p, "/v1/messages", 12) == 0 ? QG_DIALECT_ANTHROPIC : QG_DIALECT_OPENAI;
+}
+
+static bool method_matches(const qg_api_route *r, qg_slice method)
+{
+    return qg_slice_eq(method, r->method) || (qg_slice_eq(method, "HEAD") && strcmp(r->method, "GET") == 0);
+}
+
+static int api_on_head(qg_conn *c, const qg_http_msg *m)
+{
+    qg_worker *w = c->srv->app;
+    qg_slice path = qg_api_path(m->target);
+    const qg_api_route *r = qg_api_find(w->gw->api, path);
+    if (!r) {
+        qg_respond_error(c, dialect_of_path(path), 404, "not_found", "no such endpoint", 0);
+        return QG_HEAD_ANSWERED;
+    }
+    if (!method_matches(r, m->method)) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "use %s for this endpoint", r->method);
+        qg_respond_error(c, r->dialect, 405, "method_not_allowed", msg, 0);
+        return QG_HEAD_ANSWERED;
+    }
+    return r->on_head(w, c, m, r);
+}
+
+static void api_on_request(qg_conn *c, const qg_http_msg *m, qg_buf *body)
+{
+    qg_api_req *req = c->req_ud;
+    req->route->on_request(c->srv->app, c, m, body);
+}
+
+static void api_on_drain(qg_conn *c)
+{
+    qg_api_req *req = c->req_ud;
+    if (req && req->route->on_drain) req->route->on_drain(c);
+}
+
+static void api_on_close(qg_conn *c)
+{
+    qg_api_req *req = c->req_ud;
+    if (req && req->route->on_close) req->route->on_close(c);
+}
+
+static qg_dialect api_error_dialect(qg_slice target) { return dialect_of_path(qg_api_path(target)); }
+
+const qg_handler qg_api_handler = {
+    .on_request = api_on_request,
+    .on_drain = api_on_drain,
+    .on_close = api_on_close,
+    .on_head = api_on_head,
+    .error_dialect = api_error_dialect,
+};
