@@ -11,7 +11,7 @@ stage() { # stage NAME COMMAND...
   if "$@"; then passed=$((passed + 1)); echo "--- ok: $name"
   else failed=$((failed + 1)); failures="$failures $name"; echo "--- FAILED: $name"; fi
 }
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 for t in $unit; do stage "unit $(basename "$t")" "$t"; done
 for t in $unit_asan; do stage "unit-asan $(basename "$t")" "$t"; done
 stage "e2e" python3 tests/e2e/run.py --bin build/quotagate

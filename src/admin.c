@@ -124,10 +124,14 @@ static void admin_on_close(qg_conn *c)
 static int healthz_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const qg_api_route *r)
 {
     qg_gateway *gw = w->gw;
-    char b[256];
+    char b[320];
     bool draining = atomic_load(&gw->command) != 0;
-    int n = snprintf(b, sizeof b, "{\"status\":\"%s\",\"workers\":%d,\"connections\":%d,\"ledger_rows\":%lld,\"uptime_s\":%lld}",
-                     draining ? "draining" : "ok", gw->n_workers, atomic_load(&gw->conn_count),
+    int64_t requests = 0;
+    for (int i = 0; i < gw->n_workers; i++) requests += atomic_load_explicit(&gw->workers[i].requests, memory_order_relaxed);
+    int n = snprintf(b, sizeof b,
+                     "{\"status\":\"%s\",\"workers\":%d,\"connections\":%d,\"requests\":%lld,\"ledger_rows\":%lld,"
+                     "\"uptime_s\":%lld}",
+                     draining ? "draining" : "ok", gw->n_workers, atomic_load(&gw->conn_count), (long long)requests,
                      (long long)qg_ledger_rows_written(gw->ledger), (long long)((qg_now_ms() - gw->started_ms) / 1000));
     qg_respond_json(c, draining ? 503 : 200, b, (size_t)n);
     return QG_HEAD_ANSWERED;

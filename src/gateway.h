@@ -47,6 +47,7 @@ typedef struct qg_worker {
     qg_timer ledger_timer;     /* retries rows that found the ledger ring full */
     qg_timer drain_timer;
     size_t n_exchanges;        /* in-flight proxied requests */
+    _Atomic int64_t requests;  /* requests made (each ends in one ledger row); written by this worker only */
     uint64_t seq;
 } qg_worker;
 

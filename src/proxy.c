@@ -170,6 +170,14 @@ static void exchange_free(qg_exchange *ex)
     free(ex);
 }
 
+/* The request exists from here on and will end in exactly one ledger row. */
+static void count_request(qg_exchange *ex)
+{
+    ex->have_body = true;
+    int64_t n = atomic_load_explicit(&ex->w->requests, memory_order_relaxed);
+    atomic_store_explicit(&ex->w->requests, n + 1, memory_order_relaxed); /* one writer: no RMW needed */
+}
+
 static void set_error(qg_exchange *ex, const char *code) { copy_field(ex->row->error, sizeof ex->row->error, code); }
 
 static void finish_error(qg_exchange *ex, int status, const char *code, const char *msg, int retry_after)
@@ -498,7 +506,7 @@ static int proxy_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const q
     c->req_ud = ex;
     ex->key = qg_keytab_auth(&gw->keys, qg_http_api_key(m));
     if (!ex->key) {
-        ex->have_body = true; /* answered: the refusal is a row like any other */
+        count_request(ex); /* answered: the refusal is a row like any other */
         finish_error(ex, 401, "invalid_api_key", "missing or unknown API key", 0);
         return QG_HEAD_ANSWERED;
     }
@@ -511,7 +519,7 @@ static void proxy_on_request(qg_worker *w, qg_conn *c, const qg_http_msg *m, qg_
     qg_gateway *gw = w->gw;
     qg_exchange *ex = c->req_ud;
     const endpoint *ep = ex->ep;
-    ex->have_body = true;
+    count_request(ex);
     ex->body = *body; /* take the body over from the connection */
     ex->body_len = body->len;
     qg_buf_init(body, 0);

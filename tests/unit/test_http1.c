@@ -787,6 +787,66 @@ static void test_chunk_header(void **state)
     check_chunked(msg, n, payload, strlen(payload), n);
 }
 
+/* Keys and the Connection list: one parser for every caller (proxy, admin, simulator). */
+static void test_bearer_and_api_key(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *head;
+        const char *bearer, *api_key; /* NULL: absent */
+    } cases[] = {
+        {"Authorization: Bearer abc\r\n", "abc", "abc"},
+        {"authorization: bearer   abc  \r\n", "abc", "abc"},
+        {"Authorization: Basic abc\r\n", NULL, NULL},
+        {"Authorization: Bearer\r\n", NULL, NULL},
+        {"x-api-key: k1\r\nAuthorization: Bearer b1\r\n", "b1", "k1"},
+        {"x-api-key: \r\nAuthorization: Bearer b1\r\n", "b1", "b1"},
+        {"X-Other: 1\r\n", NULL, NULL},
+    };
+    for (size_t i = 0; i < QG_ARRAY_LEN(cases); i++) {
+        char req[256];
+        snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: x\r\n%s\r\n", cases[i].head);
+        qg_http_msg m;
+        assert_true(qg_http_parse_request(req, strlen(req), 8192, &m) > 0);
+        qg_slice b = qg_http_bearer(&m), k = qg_http_api_key(&m);
+        if (cases[i].bearer) assert_true(qg_slice_eq(b, cases[i].bearer));
+        else assert_int_equal(b.n, 0);
+        if (cases[i].api_key) assert_true(qg_slice_eq(k, cases[i].api_key));
+        else assert_int_equal(k.n, 0);
+    }
+}
+
+static void test_list_has(void **state)
+{
+    (void)state;
+    assert_true(qg_http_list_has(S("close, X-Secret"), S("x-secret")));
+    assert_true(qg_http_list_has(S(" keep-alive ,x-a,x-b "), S("X-B")));
+    assert_true(qg_http_list_has(S("x-a"), S("x-a")));
+    assert_false(qg_http_list_has(S("x-ab"), S("x-a")));
+    assert_false(qg_http_list_has(S("x-a"), S("x-ab")));
+    assert_false(qg_http_list_has(S(""), S("x-a")));
+    assert_false(qg_http_list_has(S(",,"), S("x-a")));
+}
+
+/* Buffers fed from outside report a failed allocation instead of aborting. */
+static void test_buf_try_reserve(void **state)
+{
+    (void)state;
+    qg_buf b;
+    qg_buf_init(&b, 1000);
+    assert_int_equal(qg_buf_try_reserve(&b, 600), 0);
+    assert_true(b.cap >= 600 && b.cap <= 1000);
+    b.len = 600;
+    assert_int_equal(qg_buf_try_reserve(&b, 400), 0);
+    assert_int_equal(b.cap, 1000);
+    assert_int_equal(qg_buf_try_reserve(&b, 401), QG_BUF_TOO_LARGE);
+    qg_buf_free(&b);
+    qg_buf_init(&b, 0);
+    assert_int_equal(qg_buf_try_reserve(&b, SIZE_MAX / 2), QG_BUF_NO_MEMORY); /* realloc fails: no abort */
+    assert_null(b.data);
+    qg_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -810,6 +870,9 @@ int main(void)
         cmocka_unit_test(test_chunked_line_limits),
         cmocka_unit_test(test_chunked_errors),
         cmocka_unit_test(test_chunk_header),
+        cmocka_unit_test(test_bearer_and_api_key),
+        cmocka_unit_test(test_list_has),
+        cmocka_unit_test(test_buf_try_reserve),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
