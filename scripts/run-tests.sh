@@ -16,6 +16,8 @@ for t in $unit; do stage "unit $(basename "$t")" "$t"; done
 for t in $unit_asan; do stage "unit-asan $(basename "$t")" "$t"; done
 stage "e2e" python3 tests/e2e/run.py --bin build/quotagate
 stage "e2e-asan" python3 tests/e2e/run.py --bin build/quotagate-asan --sanitized
+# Randomized faults on the sanitizer build; the seed is printed (rerun with --seed N).
+stage "soak-asan" python3 tests/e2e/soak.py --bin build/quotagate-asan --sanitized --seconds "${SOAK_SECONDS:-25}"
 # A fuzzer's progress lines go to build/fuzz-NAME.log; the stage shows its last line, or
 # the tail of the log (the crash and the reproducer's file name) when it fails.
 fuzz_run() { # fuzz_run BINARY LOG ARGS...

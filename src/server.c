@@ -312,7 +312,7 @@ static void build_head(qg_conn *c, qg_buf *h, int status, const char *headers, s
         qg_buf_put_int(h, content_length);
         qg_buf_puts(h, "\r\n");
     }
-    else if (c->http10) {
+    else if (c->http10 || content_length == QG_UNTIL_CLOSE) {
         c->close_after = true; /* RFC 9112 §6.1: no chunked to 1.0; the close ends the body */
     } else if (c->keep_alive || !c->close_after) {
         c->response_chunked = true;

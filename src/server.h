@@ -150,7 +150,9 @@ void qg_server_close_all(qg_server *s);
 /* Response API.  `headers` is zero or more preformatted "Name: value\r\n" lines. */
 /* A whole response at once (Content-Length set from len). */
 void qg_conn_respond(qg_conn *c, int status, const char *headers, size_t hlen, const char *body, size_t len);
-/* Starts a response: content_length >= 0 sends that length; -1 sends chunked. */
+/* Starts a response: content_length >= 0 sends that length; -1 sends chunked (or, to an
+ * HTTP/1.0 client, until close); QG_UNTIL_CLOSE ends the body by closing the connection. */
+#define QG_UNTIL_CLOSE (-2)
 void qg_conn_start(qg_conn *c, int status, const char *headers, size_t hlen, int64_t content_length);
 /* Sends body bytes.  Returns 0 when all went to the kernel, 1 when some wait in `out`
  * (stop producing until on_drain), -1 when the connection is gone. */

@@ -14,6 +14,13 @@
  * threads can serve one account; the account table itself is fixed after start-up except
  * for unknown keys, which are added under a mutex (the simulator is a test tool: the
  * gateway's no-lock rule does not apply here, and the lock is uncontended).
+ *
+ * Fault modes for hardening tests: drop (read the request, close without a byte), early
+ * (answer from the head, discard the body, keep the connection), error_event (an error
+ * event mid-stream, then a clean end), stall (half a response, then silence), hang (no
+ * answer at all), and chaos (one of the behaviours at random per request, from a seeded
+ * per-account PRNG).  A request kept open by stall or hang is freed by on_close when the
+ * peer (or shutdown) closes the connection.
  */
 #include "sim.h"
 
@@ -25,7 +32,9 @@
 #include "sock.h"
 #include "timefmt.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -36,8 +45,21 @@
 
 #define SIM_MAX_ACCOUNTS 1024
 
-typedef enum { SIM_OK, SIM_429, SIM_500, SIM_INSUFFICIENT, SIM_SLOW, SIM_CUT } sim_mode;
-static const char *const sim_mode_names[] = {"ok", "429", "500", "insufficient_quota", "slow", "cut"};
+typedef enum {
+    SIM_OK, SIM_429, SIM_500, SIM_INSUFFICIENT, SIM_SLOW, SIM_CUT,
+    SIM_DROP, SIM_EARLY, SIM_ERROR_EVENT, SIM_STALL, SIM_HANG, SIM_CHAOS
+} sim_mode;
+static const char *const sim_mode_names[] = {"ok",   "429",   "500",         "insufficient_quota", "slow", "cut",
+                                             "drop", "early", "error_event", "stall",              "hang", "chaos"};
+
+/* What chaos picks from, and how often (out of CHAOS_WEIGHT_TOTAL): ok 40%, the rest 7.5% each. */
+static const sim_mode chaos_modes[] = {SIM_OK,    SIM_429,  SIM_500,  SIM_CUT, SIM_ERROR_EVENT,
+                                       SIM_STALL, SIM_HANG, SIM_SLOW, SIM_DROP};
+static const int chaos_weights[] = {16, 3, 3, 3, 3, 3, 3, 3, 3};
+#define CHAOS_N 9
+#define CHAOS_WEIGHT_TOTAL 40
+#define CHAOS_RETRY_AFTER_S 1
+#define CHAOS_DELAY_MS 300
 
 typedef struct {
     char key[128];
@@ -47,10 +69,21 @@ typedef struct {
     int64_t limit_requests;   /* 0: none */
     int64_t window_ms;
     double balance;
-    pthread_mutex_t window_mu;
+    int64_t drop_times;       /* drop mode: how many requests to drop (then ok) */
+    int early_status;         /* early mode: the status answered from the head */
+    bool seed_set;            /* chaos: seed= given (else derived from --seed and the key) */
+    bool close_delimited;     /* streams: no chunked coding, the close ends the body */
+    bool echo;                /* x-sim-saw: the request's header names */
+    bool hop;                 /* responses name a header in Connection (a proxy must drop both) */
+    uint64_t seed;
+    pthread_mutex_t mu;       /* the window and the chaos PRNG */
     int64_t window_start;     /* epoch ms */
     int64_t window_used;
+    uint64_t rng;             /* chaos: xorshift64* state */
+    _Atomic int64_t drop_left;
     _Atomic int64_t requests, ok, errors, prompt_tokens, completion_tokens, cached_tokens, cut;
+    _Atomic int64_t dropped, early, error_events, stalled, hung;
+    _Atomic int64_t chaos_picks[CHAOS_N];
 } sim_account;
 
 typedef struct {
@@ -58,6 +91,9 @@ typedef struct {
     int workers;
     int chunks;
     int64_t chunk_delay_ms;
+    int64_t idle_close_ms;
+    int rcvbuf;               /* --rcvbuf: SO_RCVBUF of accepted sockets; 0 = the kernel's */
+    uint64_t seed;
     char *tls_cert, *tls_key;
     sim_account *accounts[SIM_MAX_ACCOUNTS];
     _Atomic int n_accounts;
@@ -76,7 +112,13 @@ typedef struct {
 
 typedef enum { EP_CHAT, EP_COMPLETIONS, EP_EMBEDDINGS, EP_RESPONSES, EP_MESSAGES, EP_COUNT_TOKENS } sim_endpoint;
 
-/* One request being answered (kept alive across timers for streams and slow mode). */
+/* How a response that started goes wrong (half the chunks, then ...). */
+typedef enum { FAULT_NONE, FAULT_CUT, FAULT_ERROR_EVENT, FAULT_STALL } sim_fault;
+/* What a settled response counts as. */
+typedef enum { OUT_OK, OUT_CUT, OUT_ERROR_EVENT, OUT_TOKENS_ONLY } sim_outcome;
+
+/* One request being answered (kept alive across timers for streams and slow mode, and
+ * until the connection closes for stall and hang). */
 typedef struct {
     sim_worker *w;
     qg_conn *c;
@@ -84,11 +126,13 @@ typedef struct {
     sim_endpoint ep;
     qg_timer timer;
     char model[128];
-    bool stream, include_usage, cut, headers_sent, paused;
+    sim_fault fault;
+    bool stream, include_usage, headers_sent, paused, stalled, settled;
     int total, sent;
     int64_t prompt, cached, reasoning, id;
     int64_t rl_remaining, rl_reset_ms; /* this account's window after admitting the request */
     qg_buf scratch;
+    qg_buf head_extra;        /* echo/hop head lines, built while the request head is valid */
 } sim_req;
 
 /* ---- accounts ---- */
@@ -100,7 +144,9 @@ static sim_account *account_new(const char *key)
     a->retry_after_s = 7;
     a->delay_ms = 2000;
     a->balance = 12.30;
-    pthread_mutex_init(&a->window_mu, NULL);
+    a->drop_times = 1;
+    a->early_status = 413;
+    pthread_mutex_init(&a->mu, NULL);
     return a;
 }
 
@@ -127,7 +173,16 @@ static sim_account *account_find(sim_state *s, qg_slice key, bool create)
     return a;
 }
 
-/* Parses KEY=MODE[,retry_after=N][,delay=DUR][,limit=N/DUR][,balance=X]. */
+static bool parse_int64(const char *v, int64_t lo, int64_t hi, int64_t *out)
+{
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || x < lo || x > hi) return false;
+    *out = x;
+    return true;
+}
+
+/* Parses KEY=MODE[,retry_after=N][,delay=DUR][,limit=N/DUR][,balance=X][,times=N][,status=N][,seed=N]. */
 static int parse_account_arg(sim_state *s, const char *arg)
 {
     char *copy = qg_xstrdup(arg), *save = NULL;
@@ -157,8 +212,27 @@ static int parse_account_arg(sim_state *s, const char *arg)
             *slash = 0;
             a->limit_requests = atoll(v);
             if (qg_parse_duration_ms(qg_slice_of(slash + 1), &a->window_ms) < 0 || a->window_ms <= 0) goto out;
+        } else if (!strcmp(tok, "times")) {
+            if (!parse_int64(v, 0, INT64_MAX / 2, &a->drop_times)) goto out;
+        } else if (!strcmp(tok, "status")) {
+            int64_t st;
+            if (!parse_int64(v, 400, 599, &st)) goto out;
+            a->early_status = (int)st;
+        } else if (!strcmp(tok, "framing")) {
+            if (strcmp(v, "close") && strcmp(v, "chunked")) goto out;
+            a->close_delimited = !strcmp(v, "close");
+        } else if (!strcmp(tok, "echo")) {
+            a->echo = !strcmp(v, "1");
+        } else if (!strcmp(tok, "hop")) {
+            a->hop = !strcmp(v, "1");
+        } else if (!strcmp(tok, "seed")) {
+            char *end;
+            a->seed = strtoull(v, &end, 10);
+            if (!*v || *end) goto out;
+            a->seed_set = true;
         } else goto out;
     }
+    atomic_store(&a->drop_left, a->drop_times);
     rc = 0;
 out:
     free(copy);
@@ -173,7 +247,7 @@ static int64_t window_admit(sim_account *a, int64_t *remaining, int64_t *reset_m
     *reset_ms = 1000;
     if (!a->limit_requests) return 0;
     int64_t now = qg_now_ms(), wait = 0;
-    pthread_mutex_lock(&a->window_mu);
+    pthread_mutex_lock(&a->mu);
     if (now - a->window_start >= a->window_ms) {
         a->window_start = now;
         a->window_used = 0;
@@ -182,8 +256,60 @@ static int64_t window_admit(sim_account *a, int64_t *remaining, int64_t *reset_m
     if (a->window_used >= a->limit_requests) wait = *reset_ms;
     else a->window_used++;
     *remaining = a->limit_requests - a->window_used;
-    pthread_mutex_unlock(&a->window_mu);
+    pthread_mutex_unlock(&a->mu);
     return wait;
+}
+
+/* splitmix64: spreads small seeds (1, 2, 3 ...) over the state space. */
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* Seeds every chaos account: its seed= option, else --seed mixed with the key (FNV-1a). */
+static void chaos_seed_all(sim_state *s)
+{
+    int n = atomic_load(&s->n_accounts);
+    for (int i = 0; i < n; i++) {
+        sim_account *a = s->accounts[i];
+        uint64_t seed = a->seed;
+        if (!a->seed_set) {
+            uint64_t h = 0xcbf29ce484222325ull;
+            for (const char *k = a->key; *k; k++) h = (h ^ (unsigned char)*k) * 0x100000001b3ull;
+            seed = s->seed ^ h;
+        }
+        a->rng = mix64(seed);
+        if (!a->rng) a->rng = 0x2545f4914f6cdd1dull;
+    }
+}
+
+/* The next chaos behaviour of an account: the k-th request to the account gets the k-th
+ * pick of its xorshift64* sequence, whatever the thread. */
+static sim_mode chaos_pick(sim_account *a)
+{
+    pthread_mutex_lock(&a->mu);
+    if (!a->rng) a->rng = mix64(0); /* an account first seen at run time */
+    a->rng ^= a->rng >> 12;
+    a->rng ^= a->rng << 25;
+    a->rng ^= a->rng >> 27;
+    uint64_t x = a->rng * 0x2545f4914f6cdd1dull;
+    pthread_mutex_unlock(&a->mu);
+    int v = (int)((x >> 32) % CHAOS_WEIGHT_TOTAL), i = 0;
+    while (v >= chaos_weights[i]) v -= chaos_weights[i++];
+    atomic_fetch_add(&a->chaos_picks[i], 1);
+    return chaos_modes[i];
+}
+
+/* drop mode: true while the account still has requests to drop (times=N). */
+static bool drop_take(sim_account *a)
+{
+    int64_t left = atomic_load(&a->drop_left);
+    while (left > 0)
+        if (atomic_compare_exchange_weak(&a->drop_left, &left, left - 1)) return true;
+    return false;
 }
 
 /* ---- response pieces ---- */
@@ -210,15 +336,20 @@ static void respond_json(qg_conn *c, int status, const char *extra_headers, size
     qg_conn_respond(c, status, h, (size_t)n, body->data, body->len);
 }
 
+static void error_body(qg_buf *b, bool anthropic, const char *type, const char *code, const char *msg)
+{
+    if (anthropic)
+        qg_buf_appendf(b, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"%s\"}}", type, msg);
+    else
+        qg_buf_appendf(b, "{\"error\":{\"message\":\"%s\",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}", msg, type, code);
+}
+
 static void respond_error(sim_req *r, int status, const char *type, const char *code, const char *msg, int retry_after)
 {
     qg_buf b, h;
     qg_buf_init(&b, 0);
     qg_buf_init(&h, 0);
-    if (r->ep >= EP_MESSAGES)
-        qg_buf_appendf(&b, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"%s\"}}", type, msg);
-    else
-        qg_buf_appendf(&b, "{\"error\":{\"message\":\"%s\",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}", msg, type, code);
+    error_body(&b, r->ep >= EP_MESSAGES, type, code, msg);
     if (retry_after > 0) qg_buf_appendf(&h, "retry-after: %d\r\n", retry_after);
     atomic_fetch_add(&r->acct->errors, 1);
     respond_json(r->c, status, h.data, h.len, &b);
@@ -256,14 +387,21 @@ static void text_words(qg_buf *b, int n)
     for (int i = 1; i <= n; i++) qg_buf_appendf(b, "w%d ", i);
 }
 
-static void account_settle(sim_req *r)
+/* Adds what a response that started consumed, once, and counts how it ended. */
+static void account_settle(sim_req *r, sim_outcome how)
 {
     sim_account *a = r->acct;
+    if (r->settled) return;
+    r->settled = true;
     atomic_fetch_add(&a->prompt_tokens, r->prompt);
     atomic_fetch_add(&a->cached_tokens, r->cached);
     atomic_fetch_add(&a->completion_tokens, r->sent);
-    if (r->cut) atomic_fetch_add(&a->cut, 1);
-    else atomic_fetch_add(&a->ok, 1);
+    switch (how) {
+    case OUT_OK: atomic_fetch_add(&a->ok, 1); break;
+    case OUT_CUT: atomic_fetch_add(&a->cut, 1); break;
+    case OUT_ERROR_EVENT: atomic_fetch_add(&a->error_events, 1); break;
+    case OUT_TOKENS_ONLY: break;
+    }
 }
 
 static void full_body(qg_buf *b, sim_req *r)
@@ -378,38 +516,73 @@ static void req_free(sim_req *r)
 {
     qg_timer_stop(r->w->loop, &r->timer);
     qg_buf_free(&r->scratch);
+    qg_buf_free(&r->head_extra);
     if (r->c) r->c->req_ud = NULL;
     free(r);
 }
 
-/* Emits chunks until the stream ends, a delay is due, or the client backs up. */
+/* The error event a provider sends mid-stream, in the endpoint's shape. */
+static void stream_error_event(qg_buf *b, const sim_req *r)
+{
+    static const char msg[] = "Overloaded (simulated mid-stream error).";
+    if (r->ep == EP_MESSAGES)
+        qg_buf_appendf(b, "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"%s\"}}\n\n", msg);
+    else if (r->ep == EP_RESPONSES)
+        qg_buf_appendf(b, "event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"%s\",\"param\":null,\"sequence_number\":%d}\n\n",
+                       msg, r->sent + 1);
+    else
+        qg_buf_appendf(b, "data: {\"error\":{\"message\":\"%s\",\"type\":\"server_error\",\"param\":null,\"code\":\"server_error\"}}\n\n", msg);
+}
+
+/* Emits chunks until the stream ends, a delay is due, or the client backs up.  A faulty
+ * stream (cut, error_event, stall) sends half the chunks, then goes wrong. */
 static void stream_pump(sim_req *r)
 {
     sim_state *s = r->w->sim;
     qg_buf *b = &r->scratch;
-    int cut_at = r->cut ? r->total / 2 : -1;
-    while (!r->paused) {
+    int fault_at = r->fault != FAULT_NONE ? r->total / 2 : -1;
+    while (!r->paused && !r->stalled) {
         qg_buf_reset(b);
         if (!r->headers_sent) {
-            static const char h[] = "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n";
-            qg_conn_start(r->c, 200, h, sizeof h - 1, -1);
+            qg_buf h;
+            qg_buf_init(&h, 0);
+            qg_buf_puts(&h, "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n");
+            qg_buf_append(&h, r->head_extra.data, r->head_extra.len);
+            qg_conn_start(r->c, 200, h.data, h.len, r->acct->close_delimited ? QG_UNTIL_CLOSE : -1);
+            qg_buf_free(&h);
             r->headers_sent = true;
             stream_prologue(b, r);
         }
         /* With no delay, everything goes out in one write. */
         do {
-            if (r->sent == cut_at) {
-                qg_conn_send(r->c, b->data, b->len);
-                account_settle(r);
-                qg_conn_abort(r->c);
-                req_free(r);
-                return;
+            if (r->sent == fault_at) {
+                switch (r->fault) {
+                case FAULT_CUT:
+                    qg_conn_send(r->c, b->data, b->len);
+                    account_settle(r, OUT_CUT);
+                    qg_conn_abort(r->c);
+                    req_free(r);
+                    return;
+                case FAULT_ERROR_EVENT:
+                    stream_error_event(b, r);
+                    qg_conn_send(r->c, b->data, b->len);
+                    account_settle(r, OUT_ERROR_EVENT);
+                    qg_conn_end(r->c);
+                    req_free(r);
+                    return;
+                default: /* FAULT_STALL: send what we have, then nothing, ever */
+                    r->stalled = true;
+                    atomic_fetch_add(&r->acct->stalled, 1);
+                    if (b->len && qg_conn_send(r->c, b->data, b->len) < 0) return; /* on_close frees */
+                    if (!b->len) qg_conn_send(r->c, NULL, 0); /* flush the head */
+                    return;
+                }
             }
             if (r->sent < r->total) stream_event(b, r, ++r->sent);
             else {
                 stream_epilogue(b, r);
                 qg_conn_send(r->c, b->data, b->len);
-                account_settle(r);
+                account_settle(r, OUT_OK);
                 qg_conn_end(r->c);
                 req_free(r);
                 return;
@@ -436,17 +609,27 @@ static void respond_full(sim_req *r)
     full_body(&b, r);
     ratelimit_headers(&h, r->ep >= EP_MESSAGES, r->acct->limit_requests ? r->acct->limit_requests : 10000,
                       r->rl_remaining, r->rl_reset_ms);
-    if (r->cut) {
-        /* promise the whole body, deliver half, then close */
+    qg_buf_append(&h, r->head_extra.data, r->head_extra.len);
+    if (r->fault == FAULT_CUT || r->fault == FAULT_STALL) {
+        /* promise the whole body, deliver half, then close (cut) or go silent (stall) */
         char ct[1200];
         int n = snprintf(ct, sizeof ct, "Content-Type: application/json\r\n%.*s", (int)h.len, h.data);
         qg_conn_start(r->c, 200, ct, (size_t)n, (int64_t)b.len);
+        r->headers_sent = true;
         r->sent = r->total / 2;
+        if (r->fault == FAULT_STALL) {
+            r->stalled = true;
+            atomic_fetch_add(&r->acct->stalled, 1);
+            qg_conn_send(r->c, b.data, b.len / 2); /* on failure on_close frees r */
+            qg_buf_free(&b);
+            qg_buf_free(&h);
+            return; /* r lives until the connection closes (on_close settles it) */
+        }
         qg_conn_send(r->c, b.data, b.len / 2);
-        account_settle(r);
+        account_settle(r, OUT_CUT);
         qg_conn_abort(r->c);
     } else {
-        account_settle(r);
+        account_settle(r, OUT_OK);
         respond_json(r->c, 200, h.data, h.len, &b);
     }
     qg_buf_free(&b);
@@ -479,13 +662,22 @@ static int endpoint_of(qg_slice path, sim_endpoint *ep)
     return -1;
 }
 
-static qg_slice request_key(const qg_http_msg *m)
+/* Head lines the account's options add to every answer: echo (the request's header names,
+ * so tests see what a proxy forwarded) and hop (a header named by Connection). */
+static void extra_head_lines(qg_buf *b, const sim_account *a, const qg_http_msg *m)
 {
-    qg_slice k = qg_http_header(m, "x-api-key");
-    if (k.p) return k;
-    qg_slice a = qg_http_header(m, "authorization");
-    if (a.n > 7 && strncasecmp(a.p, "Bearer ", 7) == 0) return qg_slice_trim((qg_slice){a.p + 7, a.n - 7});
-    return (qg_slice){NULL, 0};
+    if (a->echo) {
+        qg_buf_puts(b, "x-sim-saw: ");
+        for (size_t i = 0; i < m->n_headers; i++) {
+            if (i) qg_buf_puts(b, ",");
+            for (size_t k = 0; k < m->headers[i].name.n; k++) {
+                char ch = (char)(m->headers[i].name.p[k] | 0x20);
+                qg_buf_append(b, &ch, 1);
+            }
+        }
+        qg_buf_puts(b, "\r\n");
+    }
+    if (a->hop) qg_buf_puts(b, "Connection: x-sim-hop\r\nX-Sim-Hop: for-the-next-hop-only\r\n");
 }
 
 static void serve_stats(sim_worker *w, qg_conn *c)
@@ -498,10 +690,19 @@ static void serve_stats(sim_worker *w, qg_conn *c)
     for (int i = 0; i < n; i++) {
         sim_account *a = s->accounts[i];
         qg_buf_appendf(&b, "%s\"%s\":{\"mode\":\"%s\",\"requests\":%lld,\"ok\":%lld,\"errors\":%lld,\"cut\":%lld,"
-                           "\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"cached_tokens\":%lld}",
+                           "\"dropped\":%lld,\"early\":%lld,\"error_events\":%lld,\"stalled\":%lld,\"hung\":%lld,"
+                           "\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"cached_tokens\":%lld",
                        i ? "," : "", a->key, sim_mode_names[a->mode], (long long)a->requests, (long long)a->ok,
-                       (long long)a->errors, (long long)a->cut, (long long)a->prompt_tokens,
+                       (long long)a->errors, (long long)a->cut, (long long)a->dropped, (long long)a->early,
+                       (long long)a->error_events, (long long)a->stalled, (long long)a->hung, (long long)a->prompt_tokens,
                        (long long)a->completion_tokens, (long long)a->cached_tokens);
+        if (a->mode == SIM_CHAOS) {
+            qg_buf_puts(&b, ",\"chaos\":{");
+            for (int k = 0; k < CHAOS_N; k++)
+                qg_buf_appendf(&b, "%s\"%s\":%lld", k ? "," : "", sim_mode_names[chaos_modes[k]], (long long)a->chaos_picks[k]);
+            qg_buf_puts(&b, "}");
+        }
+        qg_buf_puts(&b, "}");
     }
     qg_buf_append(&b, "}}", 2);
     respond_json(c, 200, NULL, 0, &b);
@@ -551,8 +752,8 @@ static void on_request(qg_conn *c, const qg_http_msg *m, qg_buf *body)
     sim_state *s = w->sim;
     if (qg_slice_eq(m->target, "/sim/stats")) return serve_stats(w, c);
     if (qg_slice_eq(m->target, "/healthz")) return qg_conn_respond(c, 200, "", 0, "ok\n", 3);
-    qg_slice key = request_key(m);
-    sim_account *a = key.p ? account_find(s, key, true) : NULL;
+    qg_slice key = qg_http_api_key(m);
+    sim_account *a = key.n ? account_find(s, key, true) : NULL;
     if (qg_slice_eq(m->method, "GET") && (qg_slice_eq(m->target, "/user/balance") || qg_slice_eq(m->target, "/api/v1/key"))) {
         if (!a) return qg_conn_respond(c, 401, "", 0, "{\"error\":\"no key\"}", 17);
         return serve_balance(c, a, m->target.p[1] == 'a');
@@ -564,6 +765,8 @@ static void on_request(qg_conn *c, const qg_http_msg *m, qg_buf *body)
     r->total = s->chunks;
     r->id = atomic_fetch_add(&s->seq, 1);
     qg_buf_init(&r->scratch, 0);
+    qg_buf_init(&r->head_extra, 0);
+    if (a) extra_head_lines(&r->head_extra, a, m);
     qg_timer_init(&r->timer, req_timer_cb, r);
     c->req_ud = r;
     bool known = endpoint_of(m->target, &r->ep) == 0;
@@ -581,6 +784,25 @@ static void on_request(qg_conn *c, const qg_http_msg *m, qg_buf *body)
         return;
     }
     atomic_fetch_add(&a->requests, 1);
+    /* This request's behaviour: the account's mode, or for chaos the next pick. */
+    sim_mode beh = a->mode;
+    int retry_after = a->retry_after_s;
+    int64_t delay = a->delay_ms;
+    if (beh == SIM_CHAOS) {
+        beh = chaos_pick(a);
+        retry_after = CHAOS_RETRY_AFTER_S;
+        delay = CHAOS_DELAY_MS;
+    } else if (beh == SIM_DROP && !drop_take(a)) {
+        beh = SIM_OK;
+    } else if (beh == SIM_EARLY) {
+        beh = SIM_OK; /* only a server without on_head gets here: answer normally */
+    }
+    if (beh == SIM_DROP) { /* the whole request was read: close without a byte */
+        atomic_fetch_add(&a->dropped, 1);
+        req_free(r);
+        qg_conn_abort(c);
+        return;
+    }
     if (!parse_body(r, body)) {
         respond_error(r, 400, "invalid_request_error", "invalid_request", "body is not a JSON object", 0);
         req_free(r);
@@ -592,21 +814,24 @@ static void on_request(qg_conn *c, const qg_http_msg *m, qg_buf *body)
     if (r->ep == EP_EMBEDDINGS || r->ep == EP_COUNT_TOKENS) r->stream = false, r->cached = 0;
     bool anthropic = r->ep >= EP_MESSAGES;
     int64_t wait = window_admit(a, &r->rl_remaining, &r->rl_reset_ms);
-    if (wait > 0 || a->mode == SIM_429) {
-        int ra = wait > 0 ? (int)((wait + 999) / 1000) : a->retry_after_s;
+    if (wait > 0 || beh == SIM_429) {
+        int ra = wait > 0 ? (int)((wait + 999) / 1000) : retry_after;
         respond_error(r, 429, anthropic ? "rate_limit_error" : "requests", "rate_limit_exceeded",
                       "Rate limit reached (simulated). Please try again later.", ra);
-    } else if (a->mode == SIM_500) {
+    } else if (beh == SIM_500 || (beh == SIM_ERROR_EVENT && !r->stream)) {
         respond_error(r, 500, anthropic ? "api_error" : "server_error", "server_error", "The server had an error (simulated).", 0);
-    } else if (a->mode == SIM_INSUFFICIENT) {
+    } else if (beh == SIM_INSUFFICIENT) {
         if (anthropic)
             respond_error(r, 400, "invalid_request_error", "", "Your credit balance is too low to access the Anthropic API (simulated).", 0);
         else
             respond_error(r, 429, "insufficient_quota", "insufficient_quota", "You exceeded your current quota (simulated).", 0);
+    } else if (beh == SIM_HANG) { /* never answer; on_close frees r */
+        atomic_fetch_add(&a->hung, 1);
+        return;
     } else {
-        r->cut = a->mode == SIM_CUT;
-        if (a->mode == SIM_SLOW) {
-            qg_timer_start(w->loop, &r->timer, a->delay_ms);
+        r->fault = beh == SIM_CUT ? FAULT_CUT : beh == SIM_ERROR_EVENT ? FAULT_ERROR_EVENT : beh == SIM_STALL ? FAULT_STALL : FAULT_NONE;
+        if (beh == SIM_SLOW) {
+            qg_timer_start(w->loop, &r->timer, delay);
             return;
         }
         if (r->stream) stream_pump(r);
@@ -614,6 +839,47 @@ static void on_request(qg_conn *c, const qg_http_msg *m, qg_buf *body)
         return;
     }
     req_free(r);
+}
+
+/* early mode: answer from the head, before the body, and keep the connection (the server
+ * reads and discards the body).  Every other request reads its body as usual. */
+static int on_head(qg_conn *c, const qg_http_msg *m)
+{
+    sim_worker *w = c->srv->app;
+    sim_endpoint ep;
+    if (!qg_slice_eq(m->method, "POST") || endpoint_of(m->target, &ep) < 0) return QG_HEAD_READ_BODY;
+    qg_slice key = qg_http_api_key(m);
+    sim_account *a = key.p ? account_find(w->sim, key, false) : NULL;
+    if (!a || a->mode != SIM_EARLY) return QG_HEAD_READ_BODY;
+    atomic_fetch_add(&a->requests, 1);
+    atomic_fetch_add(&a->early, 1);
+    int st = a->early_status;
+    bool anthropic = ep >= EP_MESSAGES;
+    const char *type, *code, *msg;
+    if (st == 413) {
+        type = anthropic ? "request_too_large" : "invalid_request_error";
+        code = "request_too_large";
+        msg = "Request exceeds the maximum allowed size (simulated early answer).";
+    } else if (st == 429) {
+        type = anthropic ? "rate_limit_error" : "requests";
+        code = "rate_limit_exceeded";
+        msg = "Rate limit reached (simulated early answer).";
+    } else if (st >= 500) {
+        type = anthropic ? "api_error" : "server_error";
+        code = "server_error";
+        msg = "The server had an error (simulated early answer).";
+    } else {
+        type = "invalid_request_error";
+        code = "invalid_request";
+        msg = "The request was rejected (simulated early answer).";
+    }
+    qg_buf b;
+    qg_buf_init(&b, 0);
+    error_body(&b, anthropic, type, code, msg);
+    qg_conn_discard_body(c);
+    respond_json(c, st, NULL, 0, &b);
+    qg_buf_free(&b);
+    return QG_HEAD_ANSWERED;
 }
 
 static void on_drain(qg_conn *c)
@@ -630,14 +896,12 @@ static void on_close(qg_conn *c)
     sim_req *r = c->req_ud;
     if (!r) return;
     r->c = NULL;
-    if (r->headers_sent) { /* the client left mid-stream: count what was sent */
-        r->cut = true;
-        account_settle(r);
-    }
+    /* the peer left mid-response: count what was sent (a stall already counted itself) */
+    if (r->headers_sent) account_settle(r, r->stalled ? OUT_TOKENS_ONLY : OUT_CUT);
     req_free(r);
 }
 
-static const qg_handler sim_handler = {on_request, on_drain, on_close};
+static const qg_handler sim_handler = {on_request, on_drain, on_close, on_head};
 
 /* ---- threads and CLI ---- */
 
@@ -662,10 +926,29 @@ static void usage(FILE *f)
           "  --workers N            event-loop threads (default 1)\n"
           "  --chunks N             content chunks per response (default 8)\n"
           "  --chunk-delay DUR      delay between streamed chunks (default 0, e.g. 20ms)\n"
+          "  --idle-close DUR       close keep-alive connections idle this long between\n"
+          "                         requests (default 120s)\n"
+          "  --seed N               seed for chaos accounts without seed= (default 1)\n"
+          "  --rcvbuf SIZE          receive buffer of accepted connections (a slow reader\n"
+          "                         of large bodies; default: the kernel's)\n"
           "  --tls-cert FILE --tls-key FILE   serve https with this certificate\n"
-          "  --account KEY=MODE[,retry_after=S][,delay=DUR][,limit=N/DUR][,balance=X]\n"
-          "                         per-account behaviour; MODE is ok, 429, 500,\n"
-          "                         insufficient_quota, slow or cut (repeatable)\n"
+          "  --account KEY=MODE[,OPTION=VALUE]...   per-account behaviour (repeatable)\n"
+          "     modes: ok, 429, 500, insufficient_quota, slow, cut,\n"
+          "            drop (read the request, close without answering; times=N, default 1,\n"
+          "                  then ok),\n"
+          "            early (answer status=N, default 413, from the head; discard the body;\n"
+          "                   keep the connection),\n"
+          "            error_event (streams: half the chunks, an error event, a clean end;\n"
+          "                         non-stream: 500),\n"
+          "            stall (half the response, then silence on an open connection),\n"
+          "            hang (read the request, never answer),\n"
+          "            chaos (per request one of ok 40%, 429, 500, cut, error_event,\n"
+          "                   stall, hang, slow, drop; seed=N)\n"
+          "     options: retry_after=S (429), delay=DUR (slow), limit=N/DUR, balance=X,\n"
+          "              times=N (drop), status=N (early), seed=N (chaos),\n"
+          "              framing=close (streams end by closing, no chunked), echo=1\n"
+          "              (x-sim-saw: the request's header names), hop=1 (answers carry\n"
+          "              Connection: x-sim-hop and X-Sim-Hop)\n"
           "Endpoints: the OpenAI and Anthropic APIs, GET /user/balance (DeepSeek),\n"
           "GET /api/v1/key (OpenRouter), GET /sim/stats, GET /healthz.  See docs/sim.md.\n",
           f);
@@ -691,10 +974,13 @@ int qg_sim_main(int argc, char **argv)
     s.listen = "127.0.0.1:9100";
     s.workers = 1;
     s.chunks = 8;
+    s.idle_close_ms = 120000;
+    s.seed = 1;
     pthread_mutex_init(&s.accounts_mu, NULL);
     static const struct option opts[] = {
         {"listen", 1, 0, 'l'}, {"workers", 1, 0, 'w'}, {"chunks", 1, 0, 'n'}, {"chunk-delay", 1, 0, 'd'},
-        {"tls-cert", 1, 0, 'c'}, {"tls-key", 1, 0, 'k'}, {"account", 1, 0, 'a'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"tls-cert", 1, 0, 'c'}, {"tls-key", 1, 0, 'k'}, {"account", 1, 0, 'a'}, {"idle-close", 1, 0, 'i'},
+        {"seed", 1, 0, 's'}, {"rcvbuf", 1, 0, 'r'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int o;
     optind = 1;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -708,6 +994,30 @@ int qg_sim_main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'r': {
+            uint64_t v;
+            if (qg_parse_size(qg_slice_of(optarg), &v) < 0 || v < 1024 || v > (64u << 20)) {
+                fprintf(stderr, "quotagate sim: bad --rcvbuf %s (1KiB..64MiB)\n", optarg);
+                return 2;
+            }
+            s.rcvbuf = (int)v;
+            break;
+        }
+        case 'i':
+            if (qg_parse_duration_ms(qg_slice_of(optarg), &s.idle_close_ms) < 0 || s.idle_close_ms <= 0) {
+                fprintf(stderr, "quotagate sim: bad --idle-close %s\n", optarg);
+                return 2;
+            }
+            break;
+        case 's': {
+            char *end;
+            s.seed = strtoull(optarg, &end, 10);
+            if (!*optarg || *end) {
+                fprintf(stderr, "quotagate sim: bad --seed %s\n", optarg);
+                return 2;
+            }
+            break;
+        }
         case 'c': s.tls_cert = optarg; break;
         case 'k': s.tls_key = optarg; break;
         case 'a':
@@ -724,6 +1034,7 @@ int qg_sim_main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    chaos_seed_all(&s);
     char host[256], err[512];
     int port;
     if (split_hostport(s.listen, host, sizeof host, &port) < 0) {
@@ -740,13 +1051,17 @@ int qg_sim_main(int argc, char **argv)
         fprintf(stderr, "quotagate sim: %s\n", err);
         return 1;
     }
+    /* Accepted sockets inherit it: a small window makes a sender wait on the simulator (a
+     * provider reading a large body slowly), so an early answer arrives mid-write. */
+    if (s.rcvbuf && setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &s.rcvbuf, sizeof s.rcvbuf) < 0)
+        fprintf(stderr, "quotagate sim: SO_RCVBUF: %s\n", strerror(errno));
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
-    qg_server_limits lim = {.max_header = 64 << 10, .max_body = 64u << 20, .idle_timeout_ms = 120000, .max_connections = 100000};
+    qg_server_limits lim = {.max_header = 64 << 10, .max_body = 64u << 20, .idle_timeout_ms = s.idle_close_ms, .max_connections = 100000};
     sim_worker *ws = qg_xcalloc((size_t)s.workers, sizeof *ws);
     for (int i = 0; i < s.workers; i++) {
         ws[i].sim = &s;
@@ -755,8 +1070,9 @@ int qg_sim_main(int argc, char **argv)
         qg_notify_init(ws[i].loop, &ws[i].stop, worker_stop_cb, &ws[i]);
         pthread_create(&ws[i].thread, NULL, worker_main, &ws[i]);
     }
-    printf("quotagate sim listening on %s://%s:%d (%d worker%s, %d chunks, delay %lld ms)\n", tls ? "https" : "http",
-           host, qg_local_port(lfd), s.workers, s.workers > 1 ? "s" : "", s.chunks, (long long)s.chunk_delay_ms);
+    printf("quotagate sim listening on %s://%s:%d (%d worker%s, %d chunks, delay %lld ms, idle close %lld ms)\n",
+           tls ? "https" : "http", host, qg_local_port(lfd), s.workers, s.workers > 1 ? "s" : "", s.chunks,
+           (long long)s.chunk_delay_ms, (long long)s.idle_close_ms);
     fflush(stdout);
     int sig;
     sigwait(&set, &sig);
@@ -770,7 +1086,7 @@ int qg_sim_main(int argc, char **argv)
     close(lfd);
     if (tls) SSL_CTX_free(tls);
     for (int i = 0; i < atomic_load(&s.n_accounts); i++) {
-        pthread_mutex_destroy(&s.accounts[i]->window_mu);
+        pthread_mutex_destroy(&s.accounts[i]->mu);
         free(s.accounts[i]);
     }
     return 0;

@@ -43,9 +43,9 @@ def port_open(port):
 
 
 class Proc:
-    def __init__(self, args, env=None, log=None):
+    def __init__(self, args, env=None, log=None, preexec_fn=None):
         self.log = open(log, "wb") if log else subprocess.DEVNULL
-        self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn)
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
         if self.p.poll() is None:
@@ -194,7 +194,8 @@ class Env:
 
     def start_sim(self, *args, tls=None):
         port = free_port()
-        argv = [self.bin, "sim", "--listen", "127.0.0.1:%d" % port] + list(args)
+        # QG_SIM_BIN: run an older gateway against today's simulator (to show a test fails without its fix)
+        argv = [os.environ.get("QG_SIM_BIN", self.bin), "sim", "--listen", "127.0.0.1:%d" % port] + list(args)
         if tls:
             argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         p = Proc(argv, log=os.path.join(self.dir, "sim-%d.log" % port))
@@ -234,9 +235,11 @@ keys:
         lim.update(overrides or {})
         return "\n".join("  %s: %s" % kv for kv in lim.items())
 
-    def start_gateway(self, cfg_path, wait=True):
+    def start_gateway(self, cfg_path, wait=True, prefix=(), preexec_fn=None):
+        """prefix: a command to run the gateway under (e.g. taskset); preexec_fn: runs in the child."""
         env = dict(os.environ)
-        self.gw = Proc([self.bin, "serve", "-c", cfg_path], env=env, log=os.path.join(self.dir, "gw.log"))
+        self.gw = Proc(list(prefix) + [self.bin, "serve", "-c", cfg_path], env=env, log=os.path.join(self.dir, "gw.log"),
+                       preexec_fn=preexec_fn)
         if wait:
             wait_until(lambda: port_open(self.port) or self.gw.p.poll() is not None, what="gateway to listen")
             if self.gw.p.poll() is not None:
@@ -321,3 +324,24 @@ def rss_kb(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def eq(a, b, what=""):
+    if a != b:
+        raise AssertionError("%s: expected %r, got %r" % (what, b, a))
+
+
+def last_row(env, **filters):
+    q = "?limit=1" + "".join("&%s=%s" % kv for kv in filters.items())
+    rows = env.usage(q)["rows"]
+    assert rows, "no ledger row for %r" % filters
+    return rows[0]
+
+
+def wait_row(env, pred, what):
+    def find():
+        for r in env.usage("?limit=50")["rows"]:
+            if pred(r):
+                return r
+        return None
+    return wait_until(find, what=what)
