@@ -66,6 +66,17 @@ static void check_head(const char *b, size_t size, size_t max_head, int rc, cons
     if (m->minor_version == 0 && m->keep_alive) CHECK(qg_http_header(m, "connection").p != NULL);
     if (m->minor_version == 1 && !m->keep_alive) CHECK(qg_http_header(m, "connection").p != NULL);
     if (m->expect_continue) CHECK(qg_http_header(m, "expect").p != NULL);
+    /* the key helpers return slices inside the head, trimmed */
+    qg_slice bearer = qg_http_bearer(m), k = qg_http_api_key(m);
+    if (bearer.p) CHECK(bearer.n && bearer.p[0] != 0x20 && bearer.p[bearer.n - 1] != 0x20);
+    if (k.n) CHECK(k.p >= m->headers[0].name.p);
+    /* every Connection token is found in its own list */
+    qg_slice conn = qg_http_header(m, "connection");
+    const char *comma = conn.p ? memchr(conn.p, ',', conn.n) : NULL;
+    if (conn.p) {
+        qg_slice first = qg_slice_trim((qg_slice){conn.p, comma ? (size_t)(comma - conn.p) : conn.n});
+        if (first.n) CHECK(qg_http_list_has(conn, first));
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
