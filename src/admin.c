@@ -1,9 +1,10 @@
 /*
  * admin.c — operator endpoints served by the gateway itself: GET /healthz (no auth) and
  * GET /admin/usage (admin token), the ledger with filters.  The ledger query runs on the
- * ledger thread; this module only parses the query string, hands it over and answers
- * when the result comes back on the worker's loop.  More endpoints join in later issues
- * (keys, accounts, quotas, metrics, dashboard); they all route through qg_admin_route.
+ * ledger's query thread; this module only parses the query string, hands it over and
+ * answers when the result comes back on the worker's loop.  More endpoints join in later
+ * issues (keys, accounts, quotas, metrics, dashboard): each is a row in admin_routes,
+ * registered into the gateway's route table (api.h) by qg_admin_register.
  */
 #include "api.h"
 
@@ -128,11 +129,14 @@ static int healthz_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const
     bool draining = atomic_load(&gw->command) != 0;
     int64_t requests = 0;
     for (int i = 0; i < gw->n_workers; i++) requests += atomic_load_explicit(&gw->workers[i].requests, memory_order_relaxed);
+    qg_ledger_stats_t ls;
+    qg_ledger_stats(gw->ledger, &ls);
     int n = snprintf(b, sizeof b,
                      "{\"status\":\"%s\",\"workers\":%d,\"connections\":%d,\"requests\":%lld,\"ledger_rows\":%lld,"
-                     "\"uptime_s\":%lld}",
+                     "\"ledger_backlog\":%zu,\"ledger_commits_failed\":%lld,\"uptime_s\":%lld}",
                      draining ? "draining" : "ok", gw->n_workers, atomic_load(&gw->conn_count), (long long)requests,
-                     (long long)qg_ledger_rows_written(gw->ledger), (long long)((qg_now_ms() - gw->started_ms) / 1000));
+                     (long long)ls.rows_written, ls.backlog, (long long)ls.commits_failed,
+                     (long long)((qg_now_ms() - gw->started_ms) / 1000));
     qg_respond_json(c, draining ? 503 : 200, b, (size_t)n);
     return QG_HEAD_ANSWERED;
 }

@@ -3,13 +3,22 @@
  * dedicated writer thread in batched transactions, never by an event loop.
  *
  * Workers fill a qg_ledger_row and hand it over with qg_ledger_submit (a lock-free ring
- * push; no syscall).  The writer wakes every flush interval (default 100 ms), drains every
- * worker's ring and commits all rows in one transaction.  After kill -9, at most the rows
- * of the last interval are missing, and WAL keeps the file consistent.
+ * push and one atomic store; no syscall).  The writer wakes every flush interval (default
+ * 100 ms), drains every worker's ring and commits all rows in one transaction.  After
+ * kill -9, at most the rows of the last interval are missing, and WAL keeps the file
+ * consistent.  A row that finds its worker's ring full waits in that worker's overflow
+ * list (re-posted by qg_ledger_retry); no row is ever dropped.  qg_ledger_backlog tells
+ * how many wait, and qg_ledger_accepting turns false once that passes LEDGER_MAX_BACKLOG,
+ * so the proxy can refuse new requests (503) instead of growing without bound.
  *
- * Queries (GET /admin/usage) also run on the writer thread, after it has flushed, so a
- * reader always sees every row submitted before its query.  Results come back to the
- * worker's loop through the mailbox.
+ * Queries (GET /admin/usage) run on a separate query thread with its own read-only
+ * connection (WAL lets it read while the writer commits), so a slow query never delays a
+ * commit.  A query still sees every row submitted, by any worker, before it was posted:
+ * it carries a snapshot of every worker's submitted-row count, and the query thread asks
+ * the writer to flush at once and waits (at most LEDGER_QUERY_BARRIER_MS, then runs
+ * anyway and logs a warning) until each worker's committed count has reached it.
+ * Results come back to the worker's loop through the query thread's own mailbox and the
+ * notify given to qg_ledger_attach.
  */
 #ifndef QG_LEDGER_H
 #define QG_LEDGER_H
@@ -18,6 +27,13 @@
 #include "loop.h"
 
 typedef struct qg_ledger qg_ledger;
+
+/* Rows one worker may have waiting in its overflow list before qg_ledger_accepting says no. */
+#define LEDGER_MAX_BACKLOG 65536
+/* How long a query waits for the rows submitted before it to be committed. */
+#define LEDGER_QUERY_BARRIER_MS 2000
+/* The schema version this build writes (PRAGMA user_version); older files are migrated. */
+#define LEDGER_SCHEMA_VERSION 2
 
 typedef struct {
     int64_t ts_ms;             /* request start, epoch ms */
@@ -42,12 +58,21 @@ typedef struct {
     int limit;                                   /* rows to return (totals cover all matches) */
 } qg_usage_query;
 
+typedef struct {
+    int64_t rows_written;   /* rows committed since start */
+    size_t backlog;         /* rows waiting in overflow lists, all workers (approximate) */
+    int64_t commits_failed; /* failed transactions (their rows were retried) */
+    int64_t queries_served; /* queries answered by the query thread */
+    int64_t queries_late;   /* of those, run after the barrier bound without every earlier row */
+} qg_ledger_stats_t;
+
 /* Called on the worker's loop with the JSON result (owned by the callee for the call). */
 typedef void (*qg_ledger_result_cb)(void *ud, int status, const char *json, size_t len);
 
-/* Opens (creating the directory, file and schema if needed) and starts the writer. */
+/* Opens (creating the directory, file and schema if needed, migrating an older schema),
+ * then starts the writer and the query thread. */
 qg_ledger *qg_ledger_open(const char *path, int64_t flush_ms, int n_workers, char *err, size_t errlen);
-/* Registers a worker's loop notify for query replies. */
+/* Registers a worker's loop notify for query replies; its callback calls qg_ledger_poll. */
 void qg_ledger_attach(qg_ledger *l, int worker, qg_notify *n);
 /* Rows must come from qg_ledger_row_new (zeroed); a row not submitted is freed with _free. */
 qg_ledger_row *qg_ledger_row_new(void);
@@ -55,15 +80,33 @@ void qg_ledger_row_free(qg_ledger_row *row);
 /* Worker side: takes ownership of a heap row.  Never blocks; if the ring is full the row
  * waits in the worker's overflow list until qg_ledger_retry. */
 void qg_ledger_submit(qg_ledger *l, int worker, qg_ledger_row *row);
-/* Worker side: re-posts overflowed rows (call from a timer); returns how many still wait. */
+/* Worker side: re-posts overflowed rows (call from a timer); returns how many still wait.
+ * While rows wait, logs a warning with the count at most once per 10 s per worker. */
 size_t qg_ledger_retry(qg_ledger *l, int worker);
+/* Worker side: rows waiting in this worker's overflow list. */
+size_t qg_ledger_backlog(qg_ledger *l, int worker);
+/* Worker side: false while this worker's backlog is at or past LEDGER_MAX_BACKLOG (the
+ * caller should refuse new work with 503; rows already submitted are all kept). */
+bool qg_ledger_accepting(qg_ledger *l, int worker);
 /* Worker side: runs a query; cb runs later on this worker's loop.  Takes ownership of q's strings. */
 void qg_ledger_query(qg_ledger *l, int worker, qg_usage_query *q, qg_ledger_result_cb cb, void *ud);
 /* Worker side: call from the worker's notify callback to deliver finished queries. */
 void qg_ledger_poll(qg_ledger *l, int worker);
-/* Flushes everything submitted so far, stops the writer and closes the database. */
+/* After the workers have stopped: re-posts every overflow list (the caller acts for the
+ * workers), answers the queries already posted (replies nobody polls are freed without
+ * their callback), flushes everything submitted, stops both threads, closes the database. */
 void qg_ledger_close(qg_ledger *l);
 /* Rows written since start (for /healthz and tests). */
 int64_t qg_ledger_rows_written(qg_ledger *l);
+/* Counters for /healthz; any thread (relaxed reads). */
+void qg_ledger_stats(qg_ledger *l, qg_ledger_stats_t *out);
+
+/* For tests and EXPLAIN QUERY PLAN: the SQL a query runs (malloc'd), the totals statement
+ * or the rows statement.  Parameters: ?1 key, ?2 account, ?3 provider, ?4 model, ?5 since,
+ * ?6 until, ?7 limit; only those of the filters present appear. */
+char *qg_ledger_query_sql(const qg_usage_query *q, bool totals);
+/* Test hook: while paused the writer takes nothing from the rings (so they fill up).
+ * Costs one relaxed load per writer wake-up; close unpauses. */
+void qg_ledger_test_pause(qg_ledger *l, bool paused);
 
 #endif

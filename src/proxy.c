@@ -488,6 +488,12 @@ static int proxy_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const q
 {
     qg_gateway *gw = w->gw;
     const endpoint *ep = route->data;
+    if (!qg_ledger_accepting(gw->ledger, w->id)) {
+        /* The store is backed up (disk stalled): a request made now could not be recorded,
+         * so none is made, and the refusal adds no row to the backlog either. */
+        qg_respond_error(c, ep->dialect, 503, "store_busy", "the usage ledger is backed up; retry shortly", 1);
+        return QG_HEAD_ANSWERED;
+    }
     qg_exchange *ex = qg_xcalloc(1, sizeof *ex);
     ex->req.route = route;
     ex->w = w;
