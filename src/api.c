@@ -11,6 +11,7 @@ void qg_api_add(qg_api *api, const qg_api_route *r)
         qg_error("api: more than %d routes; %s not served", QG_API_MAX_ROUTES, r->path);
         return;
     }
+    api->path_len[api->n_routes] = strlen(r->path);
     api->routes[api->n_routes++] = r;
 }
 
@@ -23,7 +24,7 @@ qg_slice qg_api_path(qg_slice target)
 const qg_api_route *qg_api_find(const qg_api *api, qg_slice path)
 {
     for (size_t i = 0; i < api->n_routes; i++)
-        if (qg_slice_eq(path, api->routes[i]->path)) return api->routes[i];
+        if (path.n == api->path_len[i] && memcmp(path.p, api->routes[i]->path, path.n) == 0) return api->routes[i];
     return NULL;
 }
 

@@ -43,6 +43,7 @@ typedef struct {
 
 struct qg_api {
     const qg_api_route *routes[QG_API_MAX_ROUTES];
+    size_t path_len[QG_API_MAX_ROUTES]; /* strlen of each route's path: most lookups stop at a length */
     size_t n_routes;
 };
 

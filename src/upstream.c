@@ -604,8 +604,7 @@ void qg_upstream_seed_addr(qg_upstream *up, const struct sockaddr_storage *addr,
 static bool idle_conn_alive(qg_upconn *u)
 {
     char b;
-    if (u->sock.ssl) return SSL_pending(u->sock.ssl) == 0 && recv(u->sock.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
-                            (errno == EAGAIN || errno == EWOULDBLOCK);
+    if (u->sock.ssl && SSL_pending(u->sock.ssl)) return false;
     return recv(u->sock.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
