@@ -12,7 +12,11 @@
  *       chunked terminator.  With -P, samples that process's RSS (KiB) after -s seconds,
  *       while the streams are open.
  *
- * One machine-readable line of results on stdout.  Single-threaded, plain epoll.
+ * One machine-readable line of results on stdout, with every response's status counted
+ * (non2xx=N, statuses=CODE:COUNT,...).  A response with a status outside 200-299 is read to
+ * its end like any other, counted, and makes the run fail.  Exit status: 0 only if every
+ * request got a complete 2xx response (rate: no errors, no missing answers; streams: no
+ * incomplete streams); 1 otherwise.  Single-threaded, plain epoll.
  */
 #include "http1.h"
 
@@ -40,10 +44,32 @@ typedef struct {
     bool in_body;
     uint64_t body_left;
     bool chunked;
+    bool until_close;     /* body delimited by the end of the connection */
     bool close_after;     /* the server said Connection: close */
+    int status;           /* status of the response being read (0: none yet) */
     long events;
     char last[2];         /* the last two decoded bytes, to count "\n\n" across reads */
 } conn;
+
+/* Status counts over the whole run: by code (100-599; 0 holds anything else). */
+static long status_count[600];
+static long non2xx;
+
+static void count_status(int status)
+{
+    status_count[status >= 100 && status < 600 ? status : 0]++;
+    if (status < 200 || status > 299) non2xx++;
+}
+
+/* " non2xx=N statuses=200:1000,502:3" (statuses=- when no response arrived). */
+static void print_statuses(void)
+{
+    printf(" non2xx=%ld statuses=", non2xx);
+    bool any = false;
+    for (int s = 0; s < 600; s++)
+        if (status_count[s]) printf("%s%d:%ld", any ? "," : "", s, status_count[s]), any = true;
+    if (!any) putchar('-');
+}
 
 static int64_t now_us(void)
 {
@@ -88,18 +114,22 @@ static void count_events(conn *c, const char *p, size_t n)
     }
 }
 
-/* Consumes c->buf; returns 1 when a whole response was read, 0 for more, -1 on error. */
+/* Consumes c->buf; returns 1 when a whole response was read, 0 for more, -1 on error.
+ * Any status is read to the end of its body (and counted when complete, by the caller). */
 static int parse_some(conn *c)
 {
     if (!c->in_body) {
         qg_http_msg m;
         int h = qg_http_parse_response(c->buf, c->len, sizeof c->buf, &m);
         if (h == 0) return 0;
-        if (h < 0 || m.status != 200) return -1;
+        if (h < 0) return -1;
+        qg_body_kind kind = qg_http_response_body_kind(&m, false);
         c->in_body = true;
-        c->chunked = m.chunked;
-        c->close_after = !m.keep_alive;
-        c->body_left = m.content_length > 0 ? (uint64_t)m.content_length : 0;
+        c->status = m.status;
+        c->chunked = kind == QG_BODY_CHUNKED;
+        c->until_close = kind == QG_BODY_UNTIL_CLOSE;
+        c->close_after = !m.keep_alive || c->until_close;
+        c->body_left = kind == QG_BODY_LENGTH ? (uint64_t)m.content_length : 0;
         qg_chunked_init(&c->ch);
         memmove(c->buf, c->buf + h, c->len - (size_t)h);
         c->len -= (size_t)h;
@@ -115,6 +145,10 @@ static int parse_some(conn *c)
             c->in_body = false;
             return 1;
         }
+        c->len = 0;
+        return 0;
+    }
+    if (c->until_close) { /* the body ends at EOF (read_conn) */
         c->len = 0;
         return 0;
     }
@@ -134,6 +168,10 @@ static int read_conn(conn *c)
     for (;;) {
         ssize_t r = read(c->fd, c->buf + c->len, sizeof c->buf - c->len);
         if (r < 0 && (errno == EAGAIN || errno == EINTR)) return 0;
+        if (r == 0 && c->in_body && c->until_close) { /* EOF ends a close-delimited body */
+            c->in_body = false;
+            return 1;
+        }
         if (r <= 0) return -1;
         c->len += (size_t)r;
         int p;
@@ -194,13 +232,14 @@ static int run_rate(int port, int rate, int secs, int nconns, const char *key, c
             int r = read_conn(c);
             if (r == 1) {
                 lat[done++] = now_us() - c->sched_us;
+                count_status(c->status);
                 c->state = 0;
             }
             if (r < 0 || (r == 1 && c->close_after)) {
                 if (r < 0) errors++;
                 close(c->fd);
                 c->fd = dial(port);
-                c->len = 0, c->in_body = false, c->state = 0, c->close_after = false;
+                c->len = 0, c->in_body = false, c->state = 0, c->close_after = false, c->until_close = false;
                 struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
                 epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
             }
@@ -209,9 +248,13 @@ static int run_rate(int port, int rate, int secs, int nconns, const char *key, c
     }
     qsort(lat, done, sizeof *lat, cmp_i64);
 #define PCT(p) (done ? lat[(size_t)((double)(done - 1) * (p))] : 0)
-    printf("mode=rate rate=%d requests=%zu errors=%zu p50_us=%lld p90_us=%lld p99_us=%lld max_us=%lld\n", rate, done,
-           errors, (long long)PCT(0.50), (long long)PCT(0.90), (long long)PCT(0.99), (long long)PCT(1.0));
-    return errors ? 1 : 0;
+    size_t missing = total - QG_MIN(total, done + errors); /* never answered before the deadline */
+    printf("mode=rate rate=%d requests=%zu errors=%zu missing=%zu p50_us=%lld p90_us=%lld p99_us=%lld max_us=%lld",
+           rate, done, errors, missing, (long long)PCT(0.50), (long long)PCT(0.90), (long long)PCT(0.99),
+           (long long)PCT(1.0));
+    print_statuses();
+    putchar('\n');
+    return errors || missing || non2xx ? 1 : 0;
 }
 
 static long rss_kib(int pid)
@@ -251,7 +294,8 @@ static int run_streams(int port, int n, const char *key, const char *model, doub
             if (c->state >= 2) continue;
             int r = read_conn(c);
             if (r == 0) continue;
-            if (r < 0) incomplete++; /* the connection ended before the chunked terminator */
+            if (c->status) count_status(c->status); /* a head arrived: count it, complete or not */
+            if (r < 0) incomplete++; /* the connection ended before the end of the response */
             else complete++;
             c->state = 2;
             events += c->events;
@@ -263,9 +307,11 @@ static int run_streams(int port, int n, const char *key, const char *model, doub
         if (now_us() - start > 600 * 1000000LL) break;
     }
     incomplete += open_;
-    printf("mode=streams streams=%d complete=%d incomplete=%d events=%ld rss_before_kib=%ld rss_during_kib=%ld seconds=%.2f\n",
+    printf("mode=streams streams=%d complete=%d incomplete=%d events=%ld rss_before_kib=%ld rss_during_kib=%ld seconds=%.2f",
            n, complete, incomplete, events, rss_before, rss_during, (double)(now_us() - start) / 1e6);
-    return incomplete ? 1 : 0;
+    print_statuses();
+    putchar('\n');
+    return incomplete || non2xx ? 1 : 0;
 }
 
 int main(int argc, char **argv)
