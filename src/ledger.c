@@ -28,6 +28,21 @@
  *  - On close, overflow lists are re-posted, the query thread answers what was posted and
  *    stops, then the writer drains all rings once more and commits (retrying a failed
  *    commit a few times) after the workers have stopped.
+ *  - ledger_minute is exactly the GROUP BY (minute, key, account, provider, model) of the
+ *    committed rows (sums, lowest and highest id): the writer aggregates each batch in memory
+ *    while inserting it and upserts one summary row per distinct combination in the same
+ *    transaction, rebuilding the aggregation on every attempt, so a failed commit that is
+ *    retried counts its rows once.  Absent names are '' in the summary (NULL in the rows).
+ *
+ * Queries: the SQL names only the filters present, always as bound parameters.  Totals
+ * read the whole minutes inside [since, until) from ledger_minute (through an index on
+ * (filter column, minute), or its primary key for time alone) and the partial minutes at a
+ * ms-precise edge (less than 60 s each) from the rows through ledger_ts.  The same read
+ * yields the lowest and highest id of the matches, so the rows (newest `limit` by id) are
+ * read by rowid, downward from the highest id and never below the lowest: exact even
+ * though ts_ms (the request start) and ids (commit order) need not agree.  For a rare
+ * filter (few summary rows against a long id range) only the id ranges of the matching
+ * summary rows (and of the edges) are read, merged and newest first.
  */
 #include "ledger.h"
 
@@ -52,6 +67,11 @@
 #define LEDGER_WARN_EVERY_MS 10000  /* overflow warning, per worker */
 #define LEDGER_BARRIER_STEP_MS 50   /* the query thread re-wakes the writer this often */
 #define LEDGER_CLOSE_COMMIT_TRIES 20
+#define MINUTE_MS 60000
+/* Rows path: read only the matching summary rows' id ranges when there are at most this
+ * many, and they cost less than RANGES_COST_RATIO times the rows a single range would read. */
+#define LEDGER_MAX_RANGES 65536
+#define RANGES_COST_RATIO 32
 
 enum { MSG_ROW = 1, MSG_QUERY = 2 };
 
@@ -64,6 +84,16 @@ typedef struct {
     ledger_msg m;
     qg_ledger_row row;
 } row_msg;
+
+/* One distinct (minute, key, account, provider, model) of a batch, summed while the batch
+ * is inserted.  The names are the first such row's (alive until the batch is committed). */
+typedef struct {
+    const qg_ledger_row *r;
+    int64_t minute;
+    uint32_t hash;
+    int64_t requests, prompt, completion, cached, reasoning;
+    int64_t min_id, max_id;
+} minute_agg;
 
 typedef struct {
     ledger_msg m;
@@ -93,7 +123,11 @@ struct qg_ledger {
     ledger_worker *w;           /* [n_workers] */
     /* writer */
     sqlite3 *db;
-    sqlite3_stmt *insert;
+    sqlite3_stmt *insert, *update, *upsert;
+    minute_agg *agg;            /* writer-owned: this batch's combinations, [agg_cap] */
+    size_t agg_cap, n_agg, last_agg;
+    uint32_t *slots;            /* open addressing over agg (index + 1; 0 empty), [slots_cap] */
+    size_t slots_cap, slots_mask;
     qg_mailbox mb;
     pthread_t writer;
     bool writer_started;
@@ -108,6 +142,7 @@ struct qg_ledger {
     pthread_t reader;
     bool reader_started;
     _Atomic bool stop_reader;
+    _Atomic int rows_path;      /* test hook: 0 by cost, 1 one id range, 2 summary id ranges */
     /* writer -> query thread: "a commit happened" */
     pthread_mutex_t commit_mu;
     pthread_cond_t commit_cv;   /* CLOCK_MONOTONIC */
@@ -118,20 +153,62 @@ struct qg_ledger {
     _Atomic int64_t queries_late;
 };
 
-/* Version 1: the table and ledger_ts.  Version 2 adds an index per filter column, each
- * with ts_ms so a filter plus a time range is one index range.  Every statement is
- * IF NOT EXISTS, so running the whole list migrates any older file. */
-static const char schema[] =
+/* Version 1: the table and ledger_ts.  Version 2 added an index per filter column (with
+ * ts_ms); each cost the writer about as much per row as the rest of the insert, so version
+ * 3 drops them and adds ledger_minute, the per-minute summary (see the header comment),
+ * with an index per filter column on it: those cost one entry per combination per minute,
+ * not per row.  Every statement is IF NOT EXISTS (cheap at every start of a version-3 file). */
+static const char schema_tables[] =
     "CREATE TABLE IF NOT EXISTS ledger ("
     " id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, request_id TEXT, key_name TEXT, provider TEXT,"
     " account TEXT, model TEXT, endpoint TEXT, stream INTEGER, status INTEGER, error TEXT,"
     " prompt_tokens INTEGER, completion_tokens INTEGER, cached_tokens INTEGER, cache_write_tokens INTEGER,"
     " reasoning_tokens INTEGER, usage_source TEXT, attempts INTEGER, ttfb_ms REAL, total_ms REAL);"
     "CREATE INDEX IF NOT EXISTS ledger_ts ON ledger(ts_ms);"
-    "CREATE INDEX IF NOT EXISTS ledger_key_ts ON ledger(key_name, ts_ms);"
-    "CREATE INDEX IF NOT EXISTS ledger_account_ts ON ledger(account, ts_ms);"
-    "CREATE INDEX IF NOT EXISTS ledger_provider_ts ON ledger(provider, ts_ms);"
-    "CREATE INDEX IF NOT EXISTS ledger_model_ts ON ledger(model, ts_ms);";
+    "CREATE TABLE IF NOT EXISTS ledger_minute ("
+    " minute INTEGER NOT NULL, key_name TEXT NOT NULL, account TEXT NOT NULL, provider TEXT NOT NULL,"
+    " model TEXT NOT NULL, requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,"
+    " completion_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL,"
+    " min_id INTEGER NOT NULL, max_id INTEGER NOT NULL,"
+    " PRIMARY KEY(minute, key_name, account, provider, model));";
+static const char schema_summary_indexes[] =
+    "CREATE INDEX IF NOT EXISTS ledger_minute_key ON ledger_minute(key_name, minute);"
+    "CREATE INDEX IF NOT EXISTS ledger_minute_account ON ledger_minute(account, minute);"
+    "CREATE INDEX IF NOT EXISTS ledger_minute_provider ON ledger_minute(provider, minute);"
+    "CREATE INDEX IF NOT EXISTS ledger_minute_model ON ledger_minute(model, minute);";
+
+#define SUMMARY_COLS                                                                                   \
+    "minute,key_name,account,provider,model,requests,prompt_tokens,completion_tokens,cached_tokens," \
+    "reasoning_tokens,min_id,max_id"
+
+/* From version 1 or 2: the summary of every existing row, minutes floored as minute_of does
+ * (run before schema_summary_indexes: building an index once is faster than one per insert). */
+static const char migrate_sql[] =
+    "DROP INDEX IF EXISTS ledger_key_ts; DROP INDEX IF EXISTS ledger_account_ts;"
+    "DROP INDEX IF EXISTS ledger_provider_ts; DROP INDEX IF EXISTS ledger_model_ts;"
+    "DELETE FROM ledger_minute;"
+    "INSERT INTO ledger_minute(" SUMMARY_COLS ") SELECT ts_ms/60000-(ts_ms%60000<0),coalesce(key_name,''),"
+    "coalesce(account,''),coalesce(provider,''),coalesce(model,''),count(*),total(prompt_tokens),"
+    "total(completion_tokens),total(cached_tokens),total(reasoning_tokens),min(id),max(id)"
+    " FROM ledger GROUP BY 1,2,3,4,5;";
+
+/* The writer's statements for one combination of a batch: the plain update when the
+ * combination already has its minute's row (every batch but the first in each minute),
+ * else the upsert.  Measured under callgrind (SQLite 3.40), updating an existing summary
+ * row costs about 12k instructions this way, 17k as an upsert, and 20k as an upsert into a
+ * WITHOUT ROWID table (whose update also touches the four filter indexes), hence a rowid
+ * table and the update first.  The writer is the file's only writer, so update-then-
+ * insert cannot race. */
+static const char update_sql[] =
+    "UPDATE ledger_minute SET requests=requests+?6,prompt_tokens=prompt_tokens+?7,completion_tokens=completion_tokens+?8,"
+    "cached_tokens=cached_tokens+?9,reasoning_tokens=reasoning_tokens+?10,min_id=min(min_id,?11),max_id=max(max_id,?12)"
+    " WHERE minute=?1 AND key_name=?2 AND account=?3 AND provider=?4 AND model=?5";
+static const char upsert_sql[] =
+    "INSERT INTO ledger_minute(" SUMMARY_COLS ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?)"
+    " ON CONFLICT(minute,key_name,account,provider,model) DO UPDATE SET requests=requests+excluded.requests,"
+    "prompt_tokens=prompt_tokens+excluded.prompt_tokens,completion_tokens=completion_tokens+excluded.completion_tokens,"
+    "cached_tokens=cached_tokens+excluded.cached_tokens,reasoning_tokens=reasoning_tokens+excluded.reasoning_tokens,"
+    "min_id=min(min_id,excluded.min_id),max_id=max(max_id,excluded.max_id)";
 
 static const char insert_sql[] =
     "INSERT INTO ledger(ts_ms,request_id,key_name,provider,account,model,endpoint,stream,status,error,"
@@ -139,6 +216,9 @@ static const char insert_sql[] =
     "ttfb_ms,total_ms) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
 
 static bool present(const char *s) { return s && *s; }
+
+/* The summary's minute of a ts_ms: floor division (also for a negative ts_ms). */
+static int64_t minute_of(int64_t ts) { return ts / MINUTE_MS - (ts % MINUTE_MS < 0); }
 
 static void bind_text(sqlite3_stmt *st, int i, const char *s)
 {
@@ -174,14 +254,121 @@ static int insert_row(qg_ledger *l, const qg_ledger_row *r)
     return sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
 }
 
-/* Commits every pending row in one transaction; keeps them for the next tick on failure. */
+/* Starts the aggregation of a batch of n rows (every attempt starts afresh). */
+static void agg_begin(qg_ledger *l, size_t n)
+{
+    if (l->agg_cap < n) {
+        l->agg = qg_xrealloc(l->agg, n * sizeof *l->agg);
+        l->agg_cap = n;
+    }
+    size_t want = 16;
+    while (want < 2 * n) want <<= 1;
+    if (l->slots_cap < want) {
+        free(l->slots);
+        l->slots = qg_xmalloc(want * sizeof *l->slots);
+        l->slots_cap = want;
+    }
+    memset(l->slots, 0, want * sizeof *l->slots); /* this batch's part only: O(rows) */
+    l->slots_mask = want - 1;
+    l->n_agg = 0;
+}
+
+static bool same_group(const minute_agg *a, const qg_ledger_row *r, int64_t minute)
+{
+    return a->minute == minute && strcmp(a->r->key_name, r->key_name) == 0 && strcmp(a->r->model, r->model) == 0 &&
+           strcmp(a->r->account, r->account) == 0 && strcmp(a->r->provider, r->provider) == 0;
+}
+
+static uint32_t fnv(uint32_t h, const char *s)
+{
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return (h ^ 0xffu) * 16777619u; /* a separator: ("ab","c") and ("a","bc") differ */
+}
+
+static int64_t add_sat(int64_t a, int64_t b)
+{
+    int64_t s;
+    return __builtin_add_overflow(a, b, &s) ? (b > 0 ? INT64_MAX : INT64_MIN) : s;
+}
+
+/* Adds a row just inserted as `id`.  Consecutive rows of one combination (the usual case)
+ * skip the hash; otherwise one open-addressing probe sequence. */
+static void agg_add(qg_ledger *l, const qg_ledger_row *r, int64_t id)
+{
+    int64_t minute = minute_of(r->ts_ms);
+    minute_agg *a = l->n_agg ? &l->agg[l->last_agg] : NULL;
+    if (!a || !same_group(a, r, minute)) {
+        uint32_t h = 2166136261u;
+        h = (h ^ (uint32_t)minute) * 16777619u;
+        h = (h ^ (uint32_t)((uint64_t)minute >> 32)) * 16777619u;
+        h = fnv(fnv(fnv(fnv(h, r->key_name), r->account), r->provider), r->model);
+        for (size_t i = h & l->slots_mask;; i = (i + 1) & l->slots_mask) {
+            uint32_t s = l->slots[i];
+            if (!s) {
+                a = &l->agg[l->n_agg++];
+                *a = (minute_agg){.r = r, .minute = minute, .hash = h, .min_id = id, .max_id = id};
+                l->slots[i] = (uint32_t)l->n_agg;
+                break;
+            }
+            a = &l->agg[s - 1];
+            if (a->hash == h && same_group(a, r, minute)) break;
+        }
+        l->last_agg = (size_t)(a - l->agg);
+    }
+    a->requests++;
+    a->prompt = add_sat(a->prompt, r->prompt_tokens);
+    a->completion = add_sat(a->completion, r->completion_tokens);
+    a->cached = add_sat(a->cached, r->cached_tokens);
+    a->reasoning = add_sat(a->reasoning, r->reasoning_tokens);
+    a->min_id = QG_MIN(a->min_id, id);
+    a->max_id = QG_MAX(a->max_id, id);
+}
+
+static int step_minute(sqlite3_stmt *st, const minute_agg *a)
+{
+    sqlite3_reset(st);
+    sqlite3_bind_int64(st, 1, a->minute);
+    sqlite3_bind_text(st, 2, a->r->key_name, -1, SQLITE_STATIC); /* '' for absent, never NULL */
+    sqlite3_bind_text(st, 3, a->r->account, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, a->r->provider, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, a->r->model, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, a->requests);
+    sqlite3_bind_int64(st, 7, a->prompt);
+    sqlite3_bind_int64(st, 8, a->completion);
+    sqlite3_bind_int64(st, 9, a->cached);
+    sqlite3_bind_int64(st, 10, a->reasoning);
+    sqlite3_bind_int64(st, 11, a->min_id);
+    sqlite3_bind_int64(st, 12, a->max_id);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* One upsert per distinct combination of the batch, inside its transaction. */
+static int upsert_minutes(qg_ledger *l)
+{
+    for (size_t i = 0; i < l->n_agg; i++) {
+        const minute_agg *a = &l->agg[i];
+        if (step_minute(l->update, a) < 0) return -1;
+        if (sqlite3_changes(l->db) == 0 && step_minute(l->upsert, a) < 0) return -1;
+    }
+    return 0;
+}
+
+/* Commits every pending row, and their summary, in one transaction; keeps them for the
+ * next tick on failure. */
 static void flush_pending(qg_ledger *l)
 {
     char why[128];
     if (!l->pending) return;
     if (sqlite3_exec(l->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) goto fail;
-    for (ledger_msg *m = l->pending; m; m = m->next)
-        if (insert_row(l, &((row_msg *)m)->row) < 0) goto rollback;
+    agg_begin(l, l->n_pending);
+    for (ledger_msg *m = l->pending; m; m = m->next) {
+        const qg_ledger_row *r = &((row_msg *)m)->row;
+        if (insert_row(l, r) < 0) goto rollback;
+        agg_add(l, r, sqlite3_last_insert_rowid(l->db));
+    }
+    if (upsert_minutes(l) < 0) goto rollback;
     if (sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) goto rollback;
     sqlite3_reset(l->insert);
     atomic_fetch_add(&l->rows_written, (int64_t)l->n_pending);
@@ -283,101 +470,175 @@ static bool has_column_filter(const qg_usage_query *q)
     return present(q->key_name) || present(q->account) || present(q->provider) || present(q->model);
 }
 
-/* Only the filters present become conditions (so SQLite can pick an index); values are
- * always bound parameters with fixed numbers, never text in the SQL. */
-static void append_where(qg_buf *b, const qg_usage_query *q)
+static bool has_time_filter(const qg_usage_query *q) { return q->since_ms != 0 || q->until_ms != 0; }
+
+/* A WHERE clause of the conditions that are on. */
+typedef struct {
+    qg_buf *b;
+    const char *sep;
+} where_b;
+
+static void cond(where_b *w, bool on, const char *c)
 {
-    const char *sep = " WHERE ";
-    struct {
-        bool on;
-        const char *cond;
-    } c[] = {
-        {present(q->key_name), "key_name=?1"}, {present(q->account), "account=?2"},
-        {present(q->provider), "provider=?3"}, {present(q->model), "model=?4"},
-        {q->since_ms != 0, "ts_ms>=?5"},       {q->until_ms != 0, "ts_ms<?6"},
-    };
-    for (size_t i = 0; i < QG_ARRAY_LEN(c); i++) {
-        if (!c[i].on) continue;
-        qg_buf_puts(b, sep);
-        qg_buf_puts(b, c[i].cond);
-        sep = " AND ";
-    }
+    if (!on) return;
+    qg_buf_puts(w->b, w->sep);
+    qg_buf_puts(w->b, c);
+    w->sep = " AND ";
+}
+
+/* Only the filters present become conditions (so SQLite can pick an index); values are
+ * always bound parameters with fixed numbers, never text in the SQL.  The same names
+ * work on ledger and ledger_minute. */
+static void column_conds(where_b *w, const qg_usage_query *q)
+{
+    cond(w, present(q->key_name), "key_name=?1");
+    cond(w, present(q->account), "account=?2");
+    cond(w, present(q->provider), "provider=?3");
+    cond(w, present(q->model), "model=?4");
+}
+
+/* The summary rows of the whole minutes inside [since, until) that match the filters. */
+static void summary_where(qg_buf *b, const qg_usage_query *q)
+{
+    where_b w = {b, " WHERE "};
+    column_conds(&w, q);
+    cond(&w, q->since_ms != 0, "minute>=?8");
+    cond(&w, q->until_ms != 0, "minute<=?9");
+}
+
+#define SUM_TOKENS "total(prompt_tokens),total(completion_tokens),total(cached_tokens),total(reasoning_tokens)"
+
+/* The matching rows of one edge through ledger_ts: less than a minute of ts_ms (or, when
+ * no whole minute lies inside [since, until), that whole range of less than two minutes). */
+static void edge_part(qg_buf *b, const qg_usage_query *q, const char *range, int part)
+{
+    qg_buf_puts(b, " UNION ALL SELECT count(*)," SUM_TOKENS ",min(id),max(id),count(*)>0,");
+    qg_buf_put_int(b, part);
+    qg_buf_puts(b, " FROM ledger INDEXED BY ledger_ts");
+    where_b w = {b, " WHERE "};
+    column_conds(&w, q);
+    cond(&w, true, range);
 }
 
 char *qg_ledger_query_sql(const qg_usage_query *q, bool totals)
 {
     qg_buf b;
     qg_buf_init(&b, 0);
-    bool cols = has_column_filter(q), times = q->since_ms != 0 || q->until_ms != 0;
-    /* Time filters alone: the planner would rather walk the table in id order; the ts
-     * index keeps the cost proportional to the rows in the range. */
-    const char *from = !cols && times ? " FROM ledger INDEXED BY ledger_ts" : " FROM ledger";
     if (totals) {
-        qg_buf_puts(&b, "SELECT count(*),total(prompt_tokens),total(completion_tokens),total(cached_tokens),"
-                        "total(reasoning_tokens)");
-        qg_buf_puts(&b, from);
-        append_where(&b, q);
-    } else if (!cols && !times) {
+        /* Part 0: the whole minutes, from the summary; parts 1 and 2: the partial minutes at
+         * the since and the until edge, from the rows. */
+        qg_buf_puts(&b, "SELECT coalesce(sum(requests),0)," SUM_TOKENS ",min(min_id),max(max_id),count(*),0"
+                        " FROM ledger_minute");
+        summary_where(&b, q);
+        if (q->since_ms) edge_part(&b, q, "ts_ms>=?10 AND ts_ms<=?11", 1);
+        if (q->until_ms) edge_part(&b, q, "ts_ms>=?12 AND ts_ms<=?13", 2);
+    } else if (!has_column_filter(q) && !has_time_filter(q)) {
         qg_buf_puts(&b, "SELECT " ROW_COLS " FROM ledger ORDER BY id DESC LIMIT ?7");
     } else {
-        /* Newest first without sorting whole rows: the indexes are (column, ts_ms), so
-         * the ids of the matches are sorted from the index alone (a top-N sort), and
-         * only the `limit` rows returned are read from the table. */
-        qg_buf_puts(&b, "SELECT " ROW_COLS " FROM ledger WHERE id IN (SELECT id");
-        qg_buf_puts(&b, from);
-        append_where(&b, q);
-        qg_buf_puts(&b, " ORDER BY id DESC LIMIT ?7) ORDER BY id DESC");
+        /* Newest first by rowid inside an id range that holds every match (the totals give
+         * the lowest and highest id), so the walk stops after `limit` matches or at the
+         * lowest.  NOT INDEXED keeps the planner off ledger_ts (which would need a sort of
+         * every match); a rowid range is still used. */
+        qg_buf_puts(&b, "SELECT " ROW_COLS " FROM ledger NOT INDEXED WHERE id>=?14 AND id<=?15");
+        where_b w = {&b, " AND "};
+        column_conds(&w, q);
+        cond(&w, q->since_ms != 0, "ts_ms>=?5");
+        cond(&w, q->until_ms != 0, "ts_ms<?6");
+        qg_buf_puts(&b, " ORDER BY id DESC LIMIT ?7");
     }
     qg_buf_append(&b, "", 1);
     return b.data;
 }
 
-static void bind_query(sqlite3_stmt *st, const qg_usage_query *q, bool totals)
+/* The id range of each matching summary row (for a rare filter's rows). */
+static char *ranges_sql(const qg_usage_query *q)
+{
+    qg_buf b;
+    qg_buf_init(&b, 0);
+    qg_buf_puts(&b, "SELECT min_id,max_id FROM ledger_minute");
+    summary_where(&b, q);
+    qg_buf_append(&b, "", 1);
+    return b.data;
+}
+
+__extension__ typedef __int128 i128;
+
+/* [since, until) cut at minute boundaries: whole minutes [m_first, m_last] (from the
+ * summary) and the ts_ms ranges [left_lo, left_hi] at the since edge and [right_lo,
+ * right_hi] at the until edge (from the rows), all inclusive; an empty range is (1, 0).
+ * With no whole minute (both ends inside less than two minutes), the since edge is the
+ * whole range.  Open ends have no edge. */
+typedef struct {
+    int64_t m_first, m_last;
+    int64_t left_lo, left_hi;
+    int64_t right_lo, right_hi;
+} time_split;
+
+/* [a, b] within int64 (no ts_ms lies outside it), or (1, 0) if empty. */
+static void set_range(int64_t *lo, int64_t *hi, i128 a, i128 b)
+{
+    if (a < INT64_MIN) a = INT64_MIN;
+    if (b > INT64_MAX) b = INT64_MAX;
+    if (a > b) a = 1, b = 0;
+    *lo = (int64_t)a;
+    *hi = (int64_t)b;
+}
+
+static void split_time(const qg_usage_query *q, time_split *s)
+{
+    bool since = q->since_ms != 0, until = q->until_ms != 0;
+    int64_t first = since ? minute_of(q->since_ms) + (q->since_ms % MINUTE_MS != 0) : INT64_MIN;
+    int64_t last = until ? minute_of(q->until_ms) - 1 : INT64_MAX;
+    bool whole = first <= last;
+    set_range(&s->m_first, &s->m_last, first, last);
+    if (since)
+        set_range(&s->left_lo, &s->left_hi, q->since_ms, whole ? (i128)first * MINUTE_MS - 1 : (i128)q->until_ms - 1);
+    if (until) {
+        if (whole) set_range(&s->right_lo, &s->right_hi, (i128)(last + 1) * MINUTE_MS, (i128)q->until_ms - 1);
+        else s->right_lo = 1, s->right_hi = 0;
+    }
+}
+
+/* Binds ?1..?6 and ?8..?13; a number the statement does not have is ignored. */
+static void bind_filters(sqlite3_stmt *st, const qg_usage_query *q, const time_split *sp)
 {
     if (present(q->key_name)) sqlite3_bind_text(st, 1, q->key_name, -1, SQLITE_STATIC);
     if (present(q->account)) sqlite3_bind_text(st, 2, q->account, -1, SQLITE_STATIC);
     if (present(q->provider)) sqlite3_bind_text(st, 3, q->provider, -1, SQLITE_STATIC);
     if (present(q->model)) sqlite3_bind_text(st, 4, q->model, -1, SQLITE_STATIC);
-    if (q->since_ms) sqlite3_bind_int64(st, 5, q->since_ms);
-    if (q->until_ms) sqlite3_bind_int64(st, 6, q->until_ms);
-    if (!totals) sqlite3_bind_int(st, 7, q->limit);
+    if (q->since_ms) {
+        sqlite3_bind_int64(st, 5, q->since_ms);
+        sqlite3_bind_int64(st, 8, sp->m_first);
+        sqlite3_bind_int64(st, 10, sp->left_lo);
+        sqlite3_bind_int64(st, 11, sp->left_hi);
+    }
+    if (q->until_ms) {
+        sqlite3_bind_int64(st, 6, q->until_ms);
+        sqlite3_bind_int64(st, 9, sp->m_last);
+        sqlite3_bind_int64(st, 12, sp->right_lo);
+        sqlite3_bind_int64(st, 13, sp->right_hi);
+    }
 }
 
-static int prepare_query(qg_ledger *l, const qg_usage_query *q, bool totals, sqlite3_stmt **st)
+static int prepare_sql(qg_ledger *l, char *sql, const qg_usage_query *q, const time_split *sp, sqlite3_stmt **st)
 {
-    char *sql = qg_ledger_query_sql(q, totals);
     int rc = sqlite3_prepare_v2(l->rdb, sql, -1, st, NULL);
     free(sql);
     if (rc != SQLITE_OK) return -1;
-    bind_query(*st, q, totals);
+    bind_filters(*st, q, sp);
     return 0;
 }
 
-/* Runs on the query thread.  Totals and rows are read in one transaction (one snapshot). */
-static void run_query(qg_ledger *l, query_msg *qm)
+/* Appends the rows a rows statement returns; *n counts the rows of the whole answer. */
+static int append_rows(qg_buf *b, sqlite3_stmt *st, int *n)
 {
     static const char *const cols[] = {"ts_ms", "request_id", "key", "provider", "account", "model", "endpoint",
                                        "stream", "status", "error", "prompt_tokens", "completion_tokens",
                                        "cached_tokens", "cache_write_tokens", "reasoning_tokens", "usage_source",
                                        "attempts", "ttfb_ms", "total_ms"};
-    qg_buf *b = &qm->result;
-    sqlite3_stmt *st = NULL;
-    bool in_txn = false;
-    qm->status = 500;
-    if (sqlite3_exec(l->rdb, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) goto fail;
-    in_txn = true;
-    if (prepare_query(l, &qm->q, true, &st) < 0) goto fail;
-    if (sqlite3_step(st) != SQLITE_ROW) goto fail;
-    qg_buf_appendf(b, "{\"totals\":{\"requests\":%lld,\"prompt_tokens\":%.0f,\"completion_tokens\":%.0f,"
-                      "\"cached_tokens\":%.0f,\"reasoning_tokens\":%.0f},\"rows\":[",
-                   (long long)sqlite3_column_int64(st, 0), sqlite3_column_double(st, 1), sqlite3_column_double(st, 2),
-                   sqlite3_column_double(st, 3), sqlite3_column_double(st, 4));
-    sqlite3_finalize(st);
-    st = NULL;
-    if (prepare_query(l, &qm->q, false, &st) < 0) goto fail;
-    int rc, n = 0;
-    for (; (rc = sqlite3_step(st)) == SQLITE_ROW; n++) {
-        qg_buf_append(b, n ? ",{" : "{", n ? 2 : 1);
+    int rc;
+    for (; (rc = sqlite3_step(st)) == SQLITE_ROW; (*n)++) {
+        qg_buf_append(b, *n ? ",{" : "{", *n ? 2 : 1);
         for (int c = 0; c < (int)QG_ARRAY_LEN(cols); c++) {
             qg_buf_appendf(b, "%s\"%s\":", c ? "," : "", cols[c]);
             int t = sqlite3_column_type(st, c);
@@ -388,7 +649,129 @@ static void run_query(qg_ledger *l, query_msg *qm)
         }
         qg_buf_append(b, "}", 1);
     }
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* One part of the totals statement. */
+typedef struct {
+    int64_t requests, min_id, max_id, groups;
+    double tokens[4];
+} totals_part;
+
+typedef struct {
+    int64_t lo, hi;
+} id_range;
+
+static int by_hi_desc(const void *a, const void *b)
+{
+    const id_range *x = a, *y = b;
+    return x->hi < y->hi ? 1 : x->hi > y->hi ? -1 : 0;
+}
+
+/* The rows of a rare filter: the id ranges of its summary rows and edges, merged where they
+ * overlap or touch, newest first, each read newest first until `limit` rows are out.  The
+ * merged ranges are disjoint and visited in falling id order, so the rows come out in id
+ * order without a sort and without duplicates; every match lies in one of them. */
+static int rows_by_ranges(qg_ledger *l, const qg_usage_query *q, const time_split *sp, const totals_part *part,
+                          qg_buf *b, int *n)
+{
+    sqlite3_stmt *st = NULL;
+    size_t cap = (size_t)QG_MAX(part[0].groups, 0) + 2, nr = 0;
+    id_range *r = qg_xmalloc(cap * sizeof *r);
+    int rc = -1;
+    if (prepare_sql(l, ranges_sql(q), q, sp, &st) < 0) goto out;
+    int src;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        if (nr + 2 >= cap) r = qg_xrealloc(r, (cap *= 2) * sizeof *r); /* same snapshot: only if counted wrong */
+        r[nr++] = (id_range){sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1)};
+    }
+    if (src != SQLITE_DONE) goto out;
+    sqlite3_finalize(st);
+    st = NULL;
+    for (int k = 1; k <= 2; k++)
+        if (part[k].requests > 0) r[nr++] = (id_range){part[k].min_id, part[k].max_id};
+    qsort(r, nr, sizeof *r, by_hi_desc);
+    if (prepare_sql(l, qg_ledger_query_sql(q, false), q, sp, &st) < 0) goto out;
+    for (size_t i = 0; i < nr && *n < q->limit;) {
+        int64_t lo = r[i].lo, hi = r[i].hi;
+        for (i++; i < nr && (lo == INT64_MIN || r[i].hi >= lo - 1); i++) lo = QG_MIN(lo, r[i].lo);
+        sqlite3_reset(st);
+        sqlite3_bind_int(st, 7, q->limit - *n);
+        sqlite3_bind_int64(st, 14, lo);
+        sqlite3_bind_int64(st, 15, hi);
+        if (append_rows(b, st, n) < 0) goto out;
+    }
+    rc = 0;
+out:
+    sqlite3_finalize(st);
+    free(r);
+    return rc;
+}
+
+/* Runs on the query thread.  Totals and rows are read in one transaction (one snapshot). */
+static void run_query(qg_ledger *l, query_msg *qm)
+{
+    const qg_usage_query *q = &qm->q;
+    qg_buf *b = &qm->result;
+    sqlite3_stmt *st = NULL;
+    bool in_txn = false;
+    time_split sp = {0};
+    qm->status = 500;
+    if (has_time_filter(q)) split_time(q, &sp);
+    if (sqlite3_exec(l->rdb, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) goto fail;
+    in_txn = true;
+
+    totals_part part[3] = {{0}};
+    int64_t requests = 0, lo = INT64_MAX, hi = INT64_MIN;
+    double tokens[4] = {0};
+    if (prepare_sql(l, qg_ledger_query_sql(q, true), q, &sp, &st) < 0) goto fail;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int k = sqlite3_column_int(st, 8);
+        if (k < 0 || k > 2) goto fail;
+        totals_part *p = &part[k];
+        p->requests = sqlite3_column_int64(st, 0);
+        for (int t = 0; t < 4; t++) tokens[t] += p->tokens[t] = sqlite3_column_double(st, 1 + t);
+        p->groups = sqlite3_column_int64(st, 7);
+        requests += p->requests;
+        if (p->requests > 0 && sqlite3_column_type(st, 5) != SQLITE_NULL) {
+            p->min_id = sqlite3_column_int64(st, 5);
+            p->max_id = sqlite3_column_int64(st, 6);
+            lo = QG_MIN(lo, p->min_id);
+            hi = QG_MAX(hi, p->max_id);
+        }
+    }
     if (rc != SQLITE_DONE) goto fail;
+    sqlite3_finalize(st);
+    st = NULL;
+    qg_buf_appendf(b, "{\"totals\":{\"requests\":%lld,\"prompt_tokens\":%.0f,\"completion_tokens\":%.0f,"
+                      "\"cached_tokens\":%.0f,\"reasoning_tokens\":%.0f},\"rows\":[",
+                   (long long)requests, tokens[0], tokens[1], tokens[2], tokens[3]);
+
+    int n = 0;
+    if (!has_column_filter(q) && !has_time_filter(q)) {
+        if (prepare_sql(l, qg_ledger_query_sql(q, false), q, &sp, &st) < 0) goto fail;
+        sqlite3_bind_int(st, 7, q->limit);
+        if (append_rows(b, st, &n) < 0) goto fail;
+    } else if (requests > 0 && lo <= hi) {
+        /* One range reads about span * limit / matches rows (span, if all fit in a page);
+         * the summary's ranges cost a seek each but skip the rows of other combinations. */
+        int path = atomic_load_explicit(&l->rows_path, memory_order_relaxed);
+        int64_t ranges = part[0].groups + (part[1].requests > 0) + (part[2].requests > 0);
+        double span = (double)hi - (double)lo + 1;
+        double one = requests > q->limit ? span * q->limit / (double)requests : span;
+        bool by_ranges = path == 2 ||
+                         (path == 0 && ranges <= LEDGER_MAX_RANGES && (double)ranges * RANGES_COST_RATIO < one);
+        if (by_ranges) {
+            if (rows_by_ranges(l, q, &sp, part, b, &n) < 0) goto fail;
+        } else {
+            if (prepare_sql(l, qg_ledger_query_sql(q, false), q, &sp, &st) < 0) goto fail;
+            sqlite3_bind_int(st, 7, q->limit);
+            sqlite3_bind_int64(st, 14, lo);
+            sqlite3_bind_int64(st, 15, hi);
+            if (append_rows(b, st, &n) < 0) goto fail;
+        }
+    }
     qg_buf_append(b, "]}", 2);
     sqlite3_finalize(st);
     sqlite3_exec(l->rdb, "COMMIT", NULL, NULL, NULL);
@@ -508,8 +891,10 @@ static int exec_sql(sqlite3 *db, const char *sql, const char *path, char *err, s
     return -1;
 }
 
-/* Creates or migrates the schema to LEDGER_SCHEMA_VERSION (start-up; may take a while on a
- * large version-1 file, which gets its indexes built here). */
+/* Creates or migrates the schema to LEDGER_SCHEMA_VERSION.  From version 1 or 2 (or a
+ * version-0 file that has rows), one transaction drops the per-row filter indexes and
+ * fills ledger_minute from the existing rows with one GROUP BY (start-up; on a large file
+ * this takes a while, and says so in the log). */
 static int setup_schema(sqlite3 *db, const char *path, char *err, size_t errlen)
 {
     if (exec_sql(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", path, err, errlen) < 0) return -1;
@@ -526,21 +911,39 @@ static int setup_schema(sqlite3 *db, const char *path, char *err, size_t errlen)
                  LEDGER_SCHEMA_VERSION);
         return -1;
     }
-    if (version == LEDGER_SCHEMA_VERSION) return exec_sql(db, schema, path, err, errlen); /* IF NOT EXISTS: cheap */
-    if (version > 0) qg_info("store: %s: migrating the ledger schema from version %d to %d (adding indexes)", path, version,
-                             LEDGER_SCHEMA_VERSION);
-    char sql[sizeof schema + 64];
-    snprintf(sql, sizeof sql, "BEGIN;%sPRAGMA user_version=%d;COMMIT;", schema, LEDGER_SCHEMA_VERSION);
-    if (exec_sql(db, sql, path, err, errlen) < 0) {
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-        return -1;
+    if (version == LEDGER_SCHEMA_VERSION) { /* IF NOT EXISTS: cheap */
+        if (exec_sql(db, schema_tables, path, err, errlen) < 0) return -1;
+        return exec_sql(db, schema_summary_indexes, path, err, errlen);
     }
+    int64_t t0 = qg_mono_ms(), rows = 0, minutes = 0;
+    char sql[sizeof schema_tables + sizeof migrate_sql + sizeof schema_summary_indexes + 64];
+    snprintf(sql, sizeof sql, "BEGIN;%s%s%sPRAGMA user_version=%d;", schema_tables, migrate_sql, schema_summary_indexes,
+             LEDGER_SCHEMA_VERSION);
+    if (exec_sql(db, sql, path, err, errlen) < 0) goto rollback;
+    if (sqlite3_prepare_v2(db, "SELECT coalesce(sum(requests),0),count(*) FROM ledger_minute", -1, &st, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "store: %s: %s", path, sqlite3_errmsg(db));
+        goto rollback;
+    }
+    if (sqlite3_step(st) == SQLITE_ROW) rows = sqlite3_column_int64(st, 0), minutes = sqlite3_column_int64(st, 1);
+    sqlite3_finalize(st);
+    if (exec_sql(db, "COMMIT", path, err, errlen) < 0) goto rollback;
+    if (version > 0 || rows > 0)
+        qg_info("store: %s: migrated the ledger schema from version %d to %d: dropped the per-row filter indexes,"
+                " summarized %lld rows into %lld per-minute rows in %lld ms",
+                path, version, LEDGER_SCHEMA_VERSION, (long long)rows, (long long)minutes, (long long)(qg_mono_ms() - t0));
     return 0;
+rollback:
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
 }
 
 static void ledger_free(qg_ledger *l)
 {
     if (l->insert) sqlite3_finalize(l->insert);
+    if (l->update) sqlite3_finalize(l->update);
+    if (l->upsert) sqlite3_finalize(l->upsert);
+    free(l->agg);
+    free(l->slots);
     if (l->rdb) sqlite3_close(l->rdb);
     if (l->db) sqlite3_close(l->db);
     if (l->mb.to_service) qg_mailbox_free(&l->mb);
@@ -578,7 +981,9 @@ qg_ledger *qg_ledger_open(const char *path, int64_t flush_ms, int n_workers, cha
     }
     sqlite3_busy_timeout(l->db, 2000);
     if (setup_schema(l->db, path, err, errlen) < 0) goto fail;
-    if (sqlite3_prepare_v2(l->db, insert_sql, -1, &l->insert, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(l->db, insert_sql, -1, &l->insert, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(l->db, update_sql, -1, &l->update, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(l->db, upsert_sql, -1, &l->upsert, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "store: %s", sqlite3_errmsg(l->db));
         goto fail;
     }
@@ -726,6 +1131,8 @@ void qg_ledger_test_pause(qg_ledger *l, bool paused)
     if (!paused) qg_mailbox_wake(&l->mb);
 }
 
+void qg_ledger_test_rows_path(qg_ledger *l, int path) { atomic_store(&l->rows_path, path); }
+
 void qg_ledger_close(qg_ledger *l)
 {
     if (!l) return;
@@ -750,6 +1157,9 @@ void qg_ledger_close(qg_ledger *l)
     l->rdb = NULL;
     sqlite3_finalize(l->insert);
     l->insert = NULL;
+    sqlite3_finalize(l->update);
+    sqlite3_finalize(l->upsert);
+    l->update = l->upsert = NULL;
     sqlite3_exec(l->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
     ledger_free(l);
 }

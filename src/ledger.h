@@ -19,6 +19,17 @@
  * anyway and logs a warning) until each worker's committed count has reached it.
  * Results come back to the worker's loop through the query thread's own mailbox and the
  * notify given to qg_ledger_attach.
+ *
+ * Besides the rows, the file keeps a per-minute summary (table ledger_minute, schema
+ * version 3): one row per (minute of ts_ms, key, account, provider, model) with the
+ * request and token sums and the lowest and highest ledger id among its rows.  The writer
+ * updates it once per distinct combination per batch, in the same transaction as the
+ * rows, so it is always exactly the sum of the committed rows; the rows themselves carry
+ * only the ts_ms index, so a row costs the writer no per-filter index maintenance.
+ * Totals read whole minutes from the summary and the partial minutes at a ms-precise
+ * since/until edge from the rows; the returned rows are read by id range, newest first,
+ * between the lowest and highest id of the matches (or only the id ranges of the matching
+ * summary rows, for a rare filter), so both stay exact.
  */
 #ifndef QG_LEDGER_H
 #define QG_LEDGER_H
@@ -33,7 +44,7 @@ typedef struct qg_ledger qg_ledger;
 /* How long a query waits for the rows submitted before it to be committed. */
 #define LEDGER_QUERY_BARRIER_MS 2000
 /* The schema version this build writes (PRAGMA user_version); older files are migrated. */
-#define LEDGER_SCHEMA_VERSION 2
+#define LEDGER_SCHEMA_VERSION 3
 
 typedef struct {
     int64_t ts_ms;             /* request start, epoch ms */
@@ -103,10 +114,18 @@ void qg_ledger_stats(qg_ledger *l, qg_ledger_stats_t *out);
 
 /* For tests and EXPLAIN QUERY PLAN: the SQL a query runs (malloc'd), the totals statement
  * or the rows statement.  Parameters: ?1 key, ?2 account, ?3 provider, ?4 model, ?5 since,
- * ?6 until, ?7 limit; only those of the filters present appear. */
+ * ?6 until, ?7 limit, ?8..?9 the whole minutes inside [since, until) (inclusive), ?10..?11
+ * and ?12..?13 the ts_ms ranges (inclusive) of the partial minutes at the since and the
+ * until edge, ?14..?15 the id range of the rows statement; only those of the filters
+ * present appear.  The totals statement returns one row per part (summary, since edge,
+ * until edge): requests, the four token totals, lowest id, highest id, summary rows, part. */
 char *qg_ledger_query_sql(const qg_usage_query *q, bool totals);
 /* Test hook: while paused the writer takes nothing from the rings (so they fill up).
  * Costs one relaxed load per writer wake-up; close unpauses. */
 void qg_ledger_test_pause(qg_ledger *l, bool paused);
+/* Test hook: how the query thread reads the rows of a filtered query: 0 chooses by cost,
+ * 1 always one id range (lowest..highest id of the matches), 2 always the id ranges of
+ * the matching summary rows.  All three return the same rows. */
+void qg_ledger_test_rows_path(qg_ledger *l, int path);
 
 #endif

@@ -331,7 +331,18 @@ def eq(a, b, what=""):
         raise AssertionError("%s: expected %r, got %r" % (what, b, a))
 
 
+def settled(env, timeout=10.0):
+    """Waits until every request the gateway made has its ledger row committed. A row is
+    submitted just after the response's last byte, so a client that has read a response
+    can still be a moment ahead of its row (on a loaded machine, a few ms)."""
+    def done():
+        h = json.loads(request(env.port, "GET", "/healthz").body)
+        return h["requests"] == h["ledger_rows"]
+    wait_until(done, timeout=timeout, what="the ledger to hold a row for every request made")
+
+
 def last_row(env, **filters):
+    settled(env)
     q = "?limit=1" + "".join("&%s=%s" % kv for kv in filters.items())
     rows = env.usage(q)["rows"]
     assert rows, "no ledger row for %r" % filters

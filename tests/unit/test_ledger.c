@@ -1,6 +1,7 @@
 /*
  * test_ledger.c — the SQLite ledger: the writer thread, the query thread and its barrier,
- * the per-filter SQL and its indexes, the overflow backlog, schema migration, and close.
+ * the per-minute summary and the SQL over it, the overflow backlog, schema migration, and
+ * close.
  *
  * The test thread plays two workers (ids 0 and 1): it calls qg_ledger_submit/_retry/_query
  * for both, and owns a qg_loop with one qg_notify per worker whose callback calls
@@ -11,14 +12,23 @@
  *  - a query posted right after submits sees them all (with a 10 s flush interval, so the
  *    barrier must wake the writer), including rows still in another worker's overflow;
  *  - each filter and combinations return the right totals and rows, newest first;
- *  - EXPLAIN QUERY PLAN of the totals and rows statements for every single filter uses
- *    that filter's index and never SCANs the table;
- *  - while the query thread runs heavy queries over a 300k-row file, rows are committed
- *    within the flush interval plus slack (a writer that runs queries itself fails this);
+ *  - random rows (names sometimes absent, start times out of id order by up to 3 min) and
+ *    hundreds of random filter sets with ms-precise, minute-aligned, one-minute and open
+ *    since/until: totals and the page (ids in order) equal a brute-force computation, on
+ *    every rows path, and ledger_minute equals the GROUP BY of the rows;
+ *  - EXPLAIN QUERY PLAN: totals read ledger_minute through the filter's index (or its
+ *    primary key for time alone) and the rows only through ledger_ts for the edges; rows
+ *    are read by rowid range; nothing SCANs ledger except the unfiltered newest rows;
+ *  - on a 300k-row file (migrated from version 2), timings for one rare key, and while
+ *    the query thread runs heavy queries, rows are committed within the flush interval plus
+ *    slack (a writer that runs queries itself fails this);
  *  - the backlog counter, qg_ledger_accepting and the rate-limited warning when the ring
  *    is full (writer paused by the test hook), and close then loses nothing;
- *  - a failed COMMIT (the file locked by another connection) is retried with the same rows;
- *  - a version-1 file gets its indexes and user_version 2; a newer version is refused.
+ *  - a failed transaction is retried with the same rows: the file locked by another
+ *    connection (the first insert fails), and a trigger that makes the summary upsert fail
+ *    after every row was inserted; the summary still equals the GROUP BY of the rows;
+ *  - version-1 and version-2 files are migrated to version 3 (the per-row filter indexes
+ *    dropped, the summary filled, a log line with the counts); a newer version is refused.
  */
 #include "testutil.h"
 #include "ledger.h"
@@ -90,6 +100,25 @@ static void raw_exec(sqlite3 *db, const char *sql)
 {
     char *msg = NULL;
     if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) fail_msg("%s: %s", sql, msg);
+}
+
+/* ledger_minute must be exactly the GROUP BY of the rows (ts_ms >= 0 in every test). */
+#define GROUP_BY_SQL                                                                                              \
+    "SELECT ts_ms/60000,coalesce(key_name,''),coalesce(account,''),coalesce(provider,''),coalesce(model,''),"   \
+    "count(*),coalesce(sum(prompt_tokens),0),coalesce(sum(completion_tokens),0),coalesce(sum(cached_tokens),0)," \
+    "coalesce(sum(reasoning_tokens),0),min(id),max(id) FROM ledger GROUP BY 1,2,3,4,5"
+#define SUMMARY_SQL                                                                                         \
+    "SELECT minute,key_name,account,provider,model,requests,prompt_tokens,completion_tokens,cached_tokens," \
+    "reasoning_tokens,min_id,max_id FROM ledger_minute"
+
+static void assert_summary_exact(sqlite3 *db)
+{
+    int64_t groups = raw_int(db, "SELECT count(*) FROM (" GROUP_BY_SQL ")");
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM ledger_minute"), groups);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM (" SUMMARY_SQL " EXCEPT " GROUP_BY_SQL ")"), 0);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM (" GROUP_BY_SQL " EXCEPT " SUMMARY_SQL ")"), 0);
+    assert_int_equal(raw_int(db, "SELECT coalesce(sum(requests),0) FROM ledger_minute"),
+                     raw_int(db, "SELECT count(*) FROM ledger"));
 }
 
 /* ---- rows ---- */
@@ -298,6 +327,7 @@ static void test_two_workers_rows_written_once(void **state)
                                  " substr(request_id,1,2) ORDER BY id) AS prev FROM ledger) WHERE prev >= ts_ms"),
                      0);
     assert_int_equal(raw_int(db, "PRAGMA user_version"), LEDGER_SCHEMA_VERSION);
+    assert_summary_exact(db);
     sqlite3_close(db);
     /* Reopening appends; the counter is per run. */
     l = open_ledger(t->path, 20);
@@ -310,6 +340,7 @@ static void test_two_workers_rows_written_once(void **state)
     qg_ledger_close(l);
     db = raw_open(t->path);
     assert_int_equal(raw_int(db, "SELECT count(*) FROM ledger"), N + 1);
+    assert_summary_exact(db);
     sqlite3_close(db);
 }
 
@@ -435,6 +466,183 @@ static void test_filters(void **state)
     sqlite3_close(db);
 }
 
+/* ---- randomized exactness ---- */
+
+static uint64_t rng_state;
+
+static uint32_t rnd(uint32_t n) /* xorshift64*, uniform enough for tests; n > 0 */
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (uint32_t)((rng_state * 2685821657736338717ULL) >> 32) % n;
+}
+
+/* "" is an absent name (NULL in the row, '' in the summary). */
+static const char *const RKEYS[] = {"", "k-a", "k-b", "k-c", "k-rare"};
+static const char *const RACCTS[] = {"", "acct-1", "acct-2", "acct-3"};
+static const char *const RPROVS[] = {"", "prov-1", "prov-2"};
+static const char *const RMODELS[] = {"", "m-1", "m-2", "m-3", "m-rare"};
+
+typedef struct {
+    int64_t ts, id;
+    int key, acct, prov, model;
+    int64_t prompt, completion, cached, reasoning;
+} rrow;
+
+static int pick_name(uint32_t n) /* index 0 ("") one time in 8, the last (rare) one in 50 */
+{
+    uint32_t r = rnd(400);
+    if (r < 50) return 0;
+    if (r < 58) return (int)n - 1;
+    return 1 + (int)rnd(n - 2);
+}
+
+static const char *filter_of(const char *const *names, size_t n)
+{
+    uint32_t r = rnd(20);
+    if (r < 9) return NULL;          /* no filter */
+    if (r == 9) return "";           /* empty: any, as no filter */
+    if (r == 10) return "nobody";    /* matches nothing */
+    return names[1 + rnd((uint32_t)n - 1)];
+}
+
+static bool name_matches(const char *filter, const char *name) { return !filter || !*filter || strcmp(filter, name) == 0; }
+
+static int64_t random_bound(int64_t lo, int64_t hi)
+{
+    int64_t v = lo + (int64_t)rnd((uint32_t)(hi - lo));
+    switch (rnd(4)) {
+    case 0: return v - v % 60000;  /* on a minute boundary */
+    case 1: return v - v % 60000 + (rnd(2) ? 1 : 59999);
+    default: return v;             /* ms-precise */
+    }
+}
+
+static int by_id_desc(const void *a, const void *b)
+{
+    const rrow *x = *(const rrow *const *)a, *y = *(const rrow *const *)b;
+    return x->id < y->id ? 1 : x->id > y->id ? -1 : 0;
+}
+
+static void test_random_exactness(void **state)
+{
+    enum { N = 4000, Q = 300, SPAN_MS = 4 * 3600 * 1000 };
+    tmpdb *t = *state;
+    rng_state = 0x9e3779b97f4a7c15ULL; /* fixed seed: the same rows and queries every run */
+    qg_ledger *l = open_ledger(t->path, 20);
+    harness h;
+    harness_init(&h, l);
+    static rrow rows[N];
+    for (int i = 0; i < N; i++) {
+        rrow *r = &rows[i];
+        /* Submitted in order of finishing; started up to 3 minutes earlier, so ts is not
+         * in id order (and some start exactly on, or 1 ms before, a minute boundary). */
+        int64_t end = TS0 + (int64_t)i * SPAN_MS / N;
+        r->ts = end - (rnd(3) ? (int64_t)rnd(20000) : (int64_t)rnd(180000));
+        if (rnd(20) == 0) r->ts -= r->ts % 60000 + (rnd(2) ? 0 : 1);
+        r->key = pick_name(QG_ARRAY_LEN(RKEYS));
+        r->acct = pick_name(QG_ARRAY_LEN(RACCTS));
+        r->prov = pick_name(QG_ARRAY_LEN(RPROVS));
+        r->model = pick_name(QG_ARRAY_LEN(RMODELS));
+        r->prompt = rnd(5000), r->completion = rnd(2000), r->cached = rnd(3) ? 0 : rnd(1000), r->reasoning = rnd(300);
+        qg_ledger_row *lr = qg_ledger_row_new();
+        lr->ts_ms = r->ts;
+        snprintf(lr->request_id, sizeof lr->request_id, "r-%d", i);
+        qg_strlcpy(lr->key_name, RKEYS[r->key], sizeof lr->key_name);
+        qg_strlcpy(lr->account, RACCTS[r->acct], sizeof lr->account);
+        qg_strlcpy(lr->provider, RPROVS[r->prov], sizeof lr->provider);
+        qg_strlcpy(lr->model, RMODELS[r->model], sizeof lr->model);
+        lr->prompt_tokens = r->prompt, lr->completion_tokens = r->completion;
+        lr->cached_tokens = r->cached, lr->reasoning_tokens = r->reasoning;
+        lr->status = 200;
+        qg_ledger_submit(l, i % 2, lr); /* two workers: ids interleave them */
+        if (i % 97 == 0) usleep(3000);  /* many transactions, minutes split across them */
+    }
+    wait_rows(l, N, 30000);
+    /* The ids the writer gave (commit order across the two workers). */
+    sqlite3 *db = raw_open(t->path);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT id,request_id FROM ledger", -1, &st, NULL), SQLITE_OK);
+    int seen = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int i = atoi((const char *)sqlite3_column_text(st, 1) + 2);
+        assert_true(i >= 0 && i < N && rows[i].id == 0);
+        rows[i].id = sqlite3_column_int64(st, 0);
+        seen++;
+    }
+    sqlite3_finalize(st);
+    assert_int_equal(seen, N);
+    assert_true(raw_int(db, "SELECT count(*) FROM ledger_minute") > 100);
+    assert_summary_exact(db);
+    sqlite3_close(db);
+
+    static const rrow *match[N];
+    int empty_pages = 0, full_pages = 0, inside_minute = 0, both_edges = 0;
+    for (int c = 0; c < Q; c++) {
+        const char *key = filter_of(RKEYS, QG_ARRAY_LEN(RKEYS)), *acct = filter_of(RACCTS, QG_ARRAY_LEN(RACCTS));
+        const char *prov = filter_of(RPROVS, QG_ARRAY_LEN(RPROVS)), *model = filter_of(RMODELS, QG_ARRAY_LEN(RMODELS));
+        int64_t since = 0, until = 0, lo = TS0 - 600000, hi = TS0 + SPAN_MS + 600000;
+        switch (rnd(6)) {
+        case 0: break; /* open both ends */
+        case 1: since = random_bound(lo, hi); break;
+        case 2: until = random_bound(lo, hi); break;
+        case 3: /* inside one minute */
+            since = random_bound(lo, hi);
+            until = since + 1 + rnd((uint32_t)(60000 - since % 60000));
+            inside_minute++;
+            break;
+        default:
+            since = random_bound(lo, hi);
+            until = rnd(8) ? since + 1 + rnd(rnd(2) ? 7200000 : 300000) : random_bound(lo, hi); /* sometimes until <= since */
+            both_edges++;
+        }
+        int limit = rnd(4) ? 1 + (int)rnd(40) : 1000;
+        /* Brute force over the inserted rows. */
+        int64_t n = 0, sums[4] = {0};
+        for (int i = 0; i < N; i++) {
+            const rrow *r = &rows[i];
+            if (!name_matches(key, RKEYS[r->key]) || !name_matches(acct, RACCTS[r->acct]) ||
+                !name_matches(prov, RPROVS[r->prov]) || !name_matches(model, RMODELS[r->model]))
+                continue;
+            if ((since && r->ts < since) || (until && r->ts >= until)) continue;
+            match[n++] = r;
+            sums[0] += r->prompt, sums[1] += r->completion, sums[2] += r->cached, sums[3] += r->reasoning;
+        }
+        qsort(match, (size_t)n, sizeof match[0], by_id_desc);
+        int want = (int)QG_MIN(n, (int64_t)limit);
+        if (want == 0) empty_pages++;
+        else if (want == limit) full_pages++;
+        for (int path = 0; path < 3; path++) {
+            qg_ledger_test_rows_path(l, path);
+            result r;
+            ask(&h, c % 2, query_of(key, acct, prov, model, since, until, limit), &r);
+            static const char *const tok[] = {"prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens"};
+            if (json_int(r.json, "requests") != n)
+                fail_msg("query %d (key=%s account=%s provider=%s model=%s since=%lld until=%lld): %lld requests, want %lld", c,
+                         key ? key : "-", acct ? acct : "-", prov ? prov : "-", model ? model : "-", (long long)since,
+                         (long long)until, (long long)json_int(r.json, "requests"), (long long)n);
+            for (int k = 0; k < 4; k++)
+                if (json_int(r.json, tok[k]) != sums[k])
+                    fail_msg("query %d: %s %lld, want %lld", c, tok[k], (long long)json_int(r.json, tok[k]), (long long)sums[k]);
+            static char ids[1000][24];
+            int got = json_ids(r.json, ids, 1000);
+            if (got != want) fail_msg("query %d path %d: %d rows, want %d", c, path, got, want);
+            for (int k = 0; k < got; k++) {
+                char w[24];
+                snprintf(w, sizeof w, "r-%d", (int)(match[k] - rows));
+                if (strcmp(ids[k], w) != 0) fail_msg("query %d path %d: row %d is %s, want %s", c, path, k, ids[k], w);
+            }
+            result_free(&r);
+        }
+    }
+    print_message("%d random queries x 3 rows paths: %d empty pages, %d full pages, %d inside one minute, %d with two edges\n",
+                  Q, empty_pages, full_pages, inside_minute, both_edges);
+    assert_true(empty_pages > 10 && full_pages > 50);
+    harness_free(&h);
+    qg_ledger_close(l);
+}
+
 /* EXPLAIN QUERY PLAN detail lines of one statement, joined with '|'. */
 static void plan_of(sqlite3 *db, const qg_usage_query *q, bool totals, char *out, size_t cap)
 {
@@ -460,6 +668,13 @@ static void plan_of(sqlite3 *db, const qg_usage_query *q, bool totals, char *out
     free(sql);
 }
 
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle)) n++;
+    return n;
+}
+
 static void test_explain_uses_indexes(void **state)
 {
     tmpdb *t = *state;
@@ -467,51 +682,62 @@ static void test_explain_uses_indexes(void **state)
     for (int i = 0; i < 500; i++) qg_ledger_submit(l, 0, make_row(0, i));
     qg_ledger_close(l);
     sqlite3 *db = raw_open(t->path);
+    static const char edge[] = "SEARCH ledger USING INDEX ledger_ts (ts_ms>? AND ts_ms<?)";
+    static const char by_rowid[] = "SEARCH ledger USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)";
     struct {
         qg_usage_query q;
-        const char *index, *search;
+        const char *summary; /* how the totals read ledger_minute (autoindex_1: its primary key) */
+        int edges;           /* ts ranges of the rows at the since/until edges */
     } cases[] = {
-        {{.key_name = "k"}, "ledger_key_ts", "(key_name=?)"},
-        {{.account = "a"}, "ledger_account_ts", "(account=?)"},
-        {{.provider = "p"}, "ledger_provider_ts", "(provider=?)"},
-        {{.model = "m"}, "ledger_model_ts", "(model=?)"},
-        {{.since_ms = TS0}, "ledger_ts", "(ts_ms>?)"},
-        {{.until_ms = TS0}, "ledger_ts", "(ts_ms<?)"},
-        {{.since_ms = TS0, .until_ms = TS0 + 5}, "ledger_ts", "(ts_ms>? AND ts_ms<?)"},
-        {{.key_name = "k", .since_ms = TS0}, "ledger_key_ts", "(key_name=? AND ts_ms>?)"},
-        {{.model = "m", .since_ms = TS0, .until_ms = TS0 + 5}, "ledger_model_ts", "(model=? AND ts_ms>? AND ts_ms<?)"},
+        {{.key_name = "k"}, "SEARCH ledger_minute USING INDEX ledger_minute_key (key_name=?)", 0},
+        {{.account = "a"}, "SEARCH ledger_minute USING INDEX ledger_minute_account (account=?)", 0},
+        {{.provider = "p"}, "SEARCH ledger_minute USING INDEX ledger_minute_provider (provider=?)", 0},
+        {{.model = "m"}, "SEARCH ledger_minute USING INDEX ledger_minute_model (model=?)", 0},
+        {{.since_ms = TS0}, "SEARCH ledger_minute USING INDEX sqlite_autoindex_ledger_minute_1 (minute>?)", 1},
+        {{.until_ms = TS0}, "SEARCH ledger_minute USING INDEX sqlite_autoindex_ledger_minute_1 (minute<?)", 1},
+        {{.since_ms = TS0, .until_ms = TS0 + 5},
+         "SEARCH ledger_minute USING INDEX sqlite_autoindex_ledger_minute_1 (minute>? AND minute<?)", 2},
+        {{.key_name = "k", .since_ms = TS0}, "SEARCH ledger_minute USING INDEX ledger_minute_key (key_name=? AND minute>?)", 1},
+        {{.model = "m", .since_ms = TS0, .until_ms = TS0 + 5},
+         "SEARCH ledger_minute USING INDEX ledger_minute_model (model=? AND minute>? AND minute<?)", 2},
+        {{.key_name = "k", .account = "a", .provider = "p", .model = "m", .since_ms = TS0, .until_ms = TS0 + 5},
+         "SEARCH ledger_minute USING INDEX ledger_minute_", 2},
     };
     for (size_t c = 0; c < QG_ARRAY_LEN(cases); c++) {
-        for (int totals = 0; totals < 2; totals++) {
-            char plan[1024], want[128];
-            plan_of(db, &cases[c].q, totals, plan, sizeof plan);
-            snprintf(want, sizeof want, "INDEX %s %s", cases[c].index, cases[c].search);
-            if (!strstr(plan, want) || strstr(plan, "SCAN"))
-                fail_msg("case %zu (%s): plan \"%s\" does not search %s", c, totals ? "totals" : "rows", plan, want);
-            /* Rows statement: the table itself is only read by id. */
-            if (!totals && !strstr(plan, "SEARCH ledger USING INTEGER PRIMARY KEY (rowid=?)"))
-                fail_msg("case %zu: rows plan \"%s\"", c, plan);
-        }
+        char plan[2048];
+        plan_of(db, &cases[c].q, true, plan, sizeof plan);
+        /* Totals: the summary through an index, the rows only for the edges, through ledger_ts. */
+        if (!strstr(plan, cases[c].summary) || count_of(plan, edge) != cases[c].edges ||
+            count_of(plan, "ledger ") != cases[c].edges || strstr(plan, "SCAN") || strstr(plan, "TEMP B-TREE"))
+            fail_msg("case %zu: totals plan \"%s\", want %s and %d x %s", c, plan, cases[c].summary, cases[c].edges, edge);
+        /* Rows: one rowid range, newest first without a sort. */
+        plan_of(db, &cases[c].q, false, plan, sizeof plan);
+        if (strcmp(plan, by_rowid) != 0) fail_msg("case %zu: rows plan \"%s\", want %s", c, plan, by_rowid);
     }
-    /* No filter at all: the newest rows by id, no sort. */
+    /* No filter at all: the whole (small) summary, and the newest rows by id, no sort. */
     char plan[1024];
     qg_usage_query none = {0};
+    plan_of(db, &none, true, plan, sizeof plan);
+    assert_string_equal(plan, "SCAN ledger_minute");
     plan_of(db, &none, false, plan, sizeof plan);
     assert_string_equal(plan, "SCAN ledger");
     /* And the SQL never contains a value. */
-    qg_usage_query evil = {.key_name = "alpha' OR 1=1 --", .model = "m"};
+    qg_usage_query evil = {.key_name = "alpha' OR 1=1 --", .model = "m", .since_ms = 123456789, .until_ms = 987654321};
     for (int totals = 0; totals < 2; totals++) {
         char *sql = qg_ledger_query_sql(&evil, totals);
         assert_null(strstr(sql, "alpha"));
         assert_null(strchr(sql, '\''));
+        assert_null(strstr(sql, "123456789"));
+        assert_null(strstr(sql, "987654321"));
         free(sql);
     }
     sqlite3_close(db);
 }
 
-/* Fills a ledger file with n rows quickly, keys key-0..key-999: one INSERT ... SELECT with
- * the indexes dropped, then qg_ledger_open builds them again (every schema statement is
- * IF NOT EXISTS) and close checkpoints the WAL into the file. */
+/* Fills a ledger file with n rows quickly, keys key-0..key-999, ts_ms 10 ms apart: one
+ * INSERT ... SELECT without indexes or summary, marked as a version-2 file, so that
+ * qg_ledger_open migrates it (ledger_ts and the summary, in one GROUP BY; timed) and close
+ * checkpoints the WAL into the file. */
 static void fill_big(const char *path, int n)
 {
     qg_ledger *l = open_ledger(path, 50); /* creates the schema */
@@ -520,17 +746,20 @@ static void fill_big(const char *path, int n)
     char sql[1200];
     snprintf(sql, sizeof sql,
              "PRAGMA cache_size=-131072;"
-             "DROP INDEX IF EXISTS ledger_ts; DROP INDEX IF EXISTS ledger_key_ts; DROP INDEX IF EXISTS ledger_account_ts;"
-             "DROP INDEX IF EXISTS ledger_provider_ts; DROP INDEX IF EXISTS ledger_model_ts;"
+             "DROP INDEX IF EXISTS ledger_ts; DROP TABLE IF EXISTS ledger_minute;"
              "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i<%d)"
              " INSERT INTO ledger(ts_ms,request_id,key_name,provider,account,model,endpoint,stream,status,"
              "prompt_tokens,completion_tokens,cached_tokens,cache_write_tokens,reasoning_tokens,usage_source,attempts,"
              "ttfb_ms,total_ms) SELECT %lld+i*10,'big-'||i,'key-'||(i%%1000),'prov-'||(i%%3),'acct-'||(i%%7),"
-             "'model-'||(i%%11),'chat.completions',i%%2,200,100,50,10,0,0,'upstream',1,12.5,100.25 FROM c",
+             "'model-'||(i%%11),'chat.completions',i%%2,200,100,50,10,0,0,'upstream',1,12.5,100.25 FROM c;"
+             "PRAGMA user_version=2;",
              n, TS0);
     raw_exec(db, sql);
     sqlite3_close(db);
+    int64_t t0 = qg_mono_ms();
     l = open_ledger(path, 50);
+    print_message("migrated %d rows (version 2 -> 3: ledger_ts and the summary) in %lld ms\n", n,
+                  (long long)(qg_mono_ms() - t0));
     qg_ledger_close(l);
 }
 
@@ -550,6 +779,31 @@ static double time_raw_ms(sqlite3 *db, const char *sql, const char *key, int64_t
     return (double)(qg_mono_us() - t0) / 1000.0;
 }
 
+/* Asks one query on every rows path; all answers must be the same.  Prints the times. */
+static void time_paths(harness *h, const char *what, const char *key, int64_t since, int64_t until, int64_t want)
+{
+    static const char *const names[] = {"chosen by cost", "one id range", "summary id ranges"};
+    char *first = NULL;
+    int64_t ms[3];
+    result warm; /* the first read of these pages is not what is measured */
+    ask(h, 1, query_of(key, NULL, NULL, NULL, since, until, 100), &warm);
+    result_free(&warm);
+    for (int path = 0; path < 3; path++) {
+        qg_ledger_test_rows_path(h->l, path);
+        result r;
+        int64_t t0 = qg_mono_us();
+        ask(h, 1, query_of(key, NULL, NULL, NULL, since, until, 100), &r);
+        ms[path] = qg_mono_us() - t0;
+        assert_int_equal(json_int(r.json, "requests"), want);
+        if (!first) first = r.json;
+        else assert_string_equal(r.json, first), result_free(&r);
+    }
+    free(first);
+    qg_ledger_test_rows_path(h->l, 0);
+    print_message("ledger query %s (totals + 100 rows): %.2f ms %s, %.2f ms %s, %.2f ms %s\n", what, ms[0] / 1000.0, names[0],
+                  ms[1] / 1000.0, names[1], ms[2] / 1000.0, names[2]);
+}
+
 static void test_heavy_query_does_not_delay_commits(void **state)
 {
     enum { N = 300000, Q = 12, FLUSH = 50, SLACK = 400 };
@@ -558,8 +812,8 @@ static void test_heavy_query_does_not_delay_commits(void **state)
     fill_big(t->path, N);
     print_message("filled %d rows in %lld ms\n", N, (long long)(qg_mono_ms() - t0));
 
-    /* Query speed on N rows: the old SQL (`?1 IS NULL OR ...`, which no index can serve)
-     * against what the ledger runs now, for a selective filter (one key in 1000). */
+    /* Query speed on N rows for a selective filter (one key in 1000): the old SQL
+     * (`?1 IS NULL OR ...`, which no index can serve) against the ledger's totals now. */
     sqlite3 *db = raw_open(t->path);
     static const char old_where[] =
         " WHERE (?1 IS NULL OR key_name=?1) AND (?2 IS NULL OR account=?2) AND (?3 IS NULL OR provider=?3)"
@@ -573,42 +827,45 @@ static void test_heavy_query_does_not_delay_commits(void **state)
     double new_ms = time_raw_ms(db, new_sql, "key-7", &c_new);
     double all_ms = time_raw_ms(db, all_sql, NULL, &c_all);
     snprintf(old_sql, sizeof old_sql, "SELECT id FROM ledger%s ORDER BY id DESC LIMIT 1 OFFSET 99", old_where);
-    char *new_rows = qg_ledger_query_sql(&kq, false);
-    int64_t id_old, id_new;
+    int64_t id_old;
     double old_rows_ms = time_raw_ms(db, old_sql, "key-7", &id_old);
-    double new_rows_ms = time_raw_ms(db, new_rows, "key-7", &id_new);
-    free(new_sql), free(all_sql), free(new_rows);
+    int64_t groups = raw_int(db, "SELECT count(*) FROM ledger_minute");
+    free(new_sql), free(all_sql);
     sqlite3_close(db);
     assert_int_equal(c_old, N / 1000);
     assert_int_equal(c_new, N / 1000);
     assert_int_equal(c_all, N);
-    print_message("rows (100 newest) for one key over %d rows: %.1f ms old SQL, %.1f ms now\n", N, old_rows_ms, new_rows_ms);
-    print_message("totals for one key over %d rows: %.1f ms without index use, %.1f ms with ledger_key_ts;"
-                  " unfiltered totals %.1f ms\n",
-                  N, old_ms, new_ms, all_ms);
+    print_message("totals for one key over %d rows: %.1f ms without index use, %.2f ms from ledger_minute (%lld summary"
+                  " rows); unfiltered totals %.1f ms; rows (100 newest) for one key, old SQL: %.1f ms\n",
+                  N, old_ms, new_ms, (long long)groups, all_ms, old_rows_ms);
     assert_true(new_ms < old_ms);
 
     qg_ledger *l = open_ledger(t->path, FLUSH);
     harness h;
     harness_init(&h, l);
-    /* The same selective query through the ledger. */
-    result one;
-    ask(&h, 1, query_of("key-7", NULL, NULL, NULL, 0, 0, 100), &one);
-    assert_int_equal(json_int(one.json, "requests"), N / 1000);
-    print_message("ledger query key=key-7 (totals + 100 rows): %lld ms\n", (long long)(one.done_ms - one.posted_ms));
-    result_free(&one);
+    /* The same selective query through the ledger, on each rows path; and with ms-precise
+     * bounds (two partial minutes read from the rows). */
+    time_paths(&h, "key=key-7", "key-7", 0, 0, N / 1000);
+    int64_t since = TS0 + 123457, until = TS0 + 2345687, in_range = 0;
+    for (int i = 1; i <= N; i++)
+        if (i % 1000 == 7 && TS0 + i * 10LL >= since && TS0 + i * 10LL < until) in_range++;
+    time_paths(&h, "key=key-7 with ms-precise since/until", "key-7", since, until, in_range);
+    time_paths(&h, "key=key-7, last 10 minutes", "key-7", TS0 + N * 10LL - 600000 + 1, 0, 60);
+    time_paths(&h, "unfiltered, ms-precise since/until", NULL, since, until, (until - since) / 10);
 
     /* Keep the query thread busy with unfiltered totals over every row... */
+    qg_ledger_stats_t s;
+    qg_ledger_stats(l, &s);
+    int64_t served0 = s.queries_served;
     static result r[Q];
     for (int i = 0; i < Q; i++) post(&h, 1, query_of(NULL, NULL, NULL, NULL, 0, 0, 1000), &r[i]);
     int64_t start = qg_mono_ms();
     /* ...and meanwhile submit rows as worker 0 and time how long each takes to commit. */
     int64_t max_lat = 0, sum_lat = 0;
     int n = 0;
-    qg_ledger_stats_t s;
     for (;;) {
         qg_ledger_stats(l, &s);
-        if (s.queries_served >= Q - 1 || qg_mono_ms() - start > 20000) break;
+        if (s.queries_served - served0 >= Q - 1 || qg_mono_ms() - start > 20000) break;
         int64_t before = qg_ledger_rows_written(l), ts = qg_mono_ms();
         qg_ledger_submit(l, 0, make_row(0, n));
         while (qg_ledger_rows_written(l) == before && qg_mono_ms() - ts < 10000) usleep(500);
@@ -620,7 +877,7 @@ static void test_heavy_query_does_not_delay_commits(void **state)
     }
     int64_t busy = qg_mono_ms() - start;
     qg_ledger_stats(l, &s);
-    int served_during = (int)s.queries_served - 1;
+    int served_during = (int)(s.queries_served - served0);
     wait_results(&h);
     int64_t qsum = 0;
     for (int i = 0; i < Q; i++) {
@@ -640,6 +897,7 @@ static void test_heavy_query_does_not_delay_commits(void **state)
     qg_ledger_close(l);
     db = raw_open(t->path);
     assert_int_equal(raw_int(db, "SELECT count(*) FROM ledger"), N + n);
+    assert_summary_exact(db); /* the migration's GROUP BY, then the writer's upserts */
     sqlite3_close(db);
 }
 
@@ -663,13 +921,6 @@ static char *capture_stderr_end(int saved, const char *path)
     char *text = tu_read_file(path, NULL);
     unlink(path);
     return text;
-}
-
-static int count_of(const char *hay, const char *needle)
-{
-    int n = 0;
-    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle)) n++;
-    return n;
 }
 
 static void test_backlog_and_accepting(void **state)
@@ -745,6 +996,7 @@ static void test_failed_commit_retried(void **state)
     harness_init(&h, l);
     sqlite3 *db = raw_open(t->path);
     sqlite3_busy_timeout(db, 0);
+    /* The file locked: the first insert of each attempt fails. */
     raw_exec(db, "BEGIN IMMEDIATE"); /* holds the write lock past the writer's 2 s busy timeout */
     for (int i = 0; i < 300; i++) qg_ledger_submit(l, i % 2, make_row(i % 2, i));
     qg_ledger_stats_t s;
@@ -764,20 +1016,47 @@ static void test_failed_commit_retried(void **state)
     ask(&h, 0, query_of(NULL, NULL, NULL, NULL, 0, 0, 1), &r);
     assert_int_equal(json_int(r.json, "requests"), 301);
     result_free(&r);
+    db = raw_open(t->path);
+    assert_summary_exact(db);
+
+    /* Now fail later in the transaction: every row of the batch is inserted, then the
+     * summary upsert fails (a trigger), the whole transaction rolls back, and the retry
+     * rebuilds the aggregation instead of adding the rows twice. */
+    qg_ledger_stats(l, &s);
+    int64_t failed_before = s.commits_failed, requests_before = raw_int(db, "SELECT sum(requests) FROM ledger_minute");
+    raw_exec(db, "CREATE TRIGGER qg_test_fail_i BEFORE INSERT ON ledger_minute BEGIN SELECT RAISE(ABORT, 'injected'); END;"
+                 "CREATE TRIGGER qg_test_fail_u BEFORE UPDATE ON ledger_minute BEGIN SELECT RAISE(ABORT, 'injected'); END;");
+    for (int i = 301; i < 600; i++) qg_ledger_submit(l, i % 2, make_row(i % 2, i));
+    deadline = qg_mono_ms() + 10000;
+    do {
+        usleep(20000);
+        qg_ledger_stats(l, &s);
+    } while (s.commits_failed < failed_before + 3 && qg_mono_ms() < deadline);
+    assert_true(s.commits_failed >= failed_before + 3); /* three attempts with all rows inserted */
+    assert_int_equal(s.rows_written, 301);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM ledger"), 301);
+    assert_int_equal(raw_int(db, "SELECT sum(requests) FROM ledger_minute"), requests_before);
+    raw_exec(db, "DROP TRIGGER qg_test_fail_i; DROP TRIGGER qg_test_fail_u;");
+    wait_rows(l, 600, 10000);
+    ask(&h, 1, query_of("beta", NULL, NULL, NULL, 0, 0, 1), &r);
+    assert_int_equal(json_int(r.json, "requests"), 200); /* i % 3 == 1 for i < 600 */
+    result_free(&r);
     harness_free(&h);
     qg_ledger_close(l);
-    db = raw_open(t->path);
-    assert_int_equal(raw_int(db, "SELECT count(DISTINCT request_id) FROM ledger"), 301);
-    assert_int_equal(raw_int(db, "SELECT count(*) FROM ledger"), 301);
+    assert_int_equal(raw_int(db, "SELECT count(DISTINCT request_id) FROM ledger"), 600);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM ledger"), 600);
+    assert_int_equal(raw_int(db, "SELECT sum(requests) FROM ledger_minute"), 600);
+    assert_summary_exact(db);
     sqlite3_close(db);
 }
 
-static void test_schema_migration(void **state)
+/* A file as an older build left it: version 1 (the table and ledger_ts) or 2 (plus an
+ * index per filter column): six rows in four combinations of two minutes, absent names
+ * among them (minute 28333334 starts at 1700000040000). */
+static void write_old_file(const char *path, int version)
 {
-    tmpdb *t = *state;
-    /* A file as version 1 wrote it. */
     sqlite3 *db;
-    assert_int_equal(sqlite3_open(t->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     raw_exec(db, "PRAGMA journal_mode=WAL;"
                  "CREATE TABLE ledger (id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, request_id TEXT, key_name TEXT,"
                  " provider TEXT, account TEXT, model TEXT, endpoint TEXT, stream INTEGER, status INTEGER, error TEXT,"
@@ -785,28 +1064,106 @@ static void test_schema_migration(void **state)
                  " reasoning_tokens INTEGER, usage_source TEXT, attempts INTEGER, ttfb_ms REAL, total_ms REAL);"
                  "CREATE INDEX ledger_ts ON ledger(ts_ms);"
                  "INSERT INTO ledger(ts_ms,request_id,key_name) VALUES(1,'old-1','alpha'),(2,'old-2','beta');"
-                 "PRAGMA user_version=1;");
+                 "INSERT INTO ledger(ts_ms,request_id,key_name,account,provider,model,prompt_tokens,completion_tokens,"
+                 "cached_tokens,reasoning_tokens) VALUES"
+                 "(1700000045000,'old-3','beta','acct-a','openai','gpt-4o',10,20,5,1),"
+                 "(1700000059999,'old-4','beta','acct-a','openai','gpt-4o',100,200,50,10),"
+                 "(1700000060000,'old-5',NULL,'acct-b',NULL,'gpt-4o',1000,2000,0,0),"
+                 "(1700000050000,'old-6',NULL,'acct-b',NULL,'gpt-4o',7,7,7,7);");
+    if (version == 2)
+        raw_exec(db, "CREATE INDEX ledger_key_ts ON ledger(key_name, ts_ms);"
+                     "CREATE INDEX ledger_account_ts ON ledger(account, ts_ms);"
+                     "CREATE INDEX ledger_provider_ts ON ledger(provider, ts_ms);"
+                     "CREATE INDEX ledger_model_ts ON ledger(model, ts_ms);");
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA user_version=%d;", version);
+    raw_exec(db, sql);
     sqlite3_close(db);
-    qg_ledger *l = open_ledger(t->path, 50);
-    harness h;
-    harness_init(&h, l);
-    result r;
-    ask(&h, 0, query_of("beta", NULL, NULL, NULL, 0, 0, 10), &r);
-    assert_int_equal(json_int(r.json, "requests"), 1);
-    assert_non_null(strstr(r.json, "\"request_id\":\"old-2\""));
-    result_free(&r);
-    harness_free(&h);
+}
+
+static void test_schema_migration(void **state)
+{
+    tmpdb *t = *state;
+    char dbfiles[3][128];
+    snprintf(dbfiles[0], sizeof dbfiles[0], "%s", t->path);
+    snprintf(dbfiles[1], sizeof dbfiles[1], "%s-wal", t->path);
+    snprintf(dbfiles[2], sizeof dbfiles[2], "%s-shm", t->path);
+    for (int version = 1; version <= 2; version++) {
+        for (int i = 0; i < 3; i++) unlink(dbfiles[i]);
+        write_old_file(t->path, version);
+        int saved;
+        char errpath[128];
+        capture_stderr_begin(&saved, errpath, sizeof errpath, t->dir);
+        char err[256] = "";
+        qg_ledger *l = qg_ledger_open(t->path, 50, NW, err, sizeof err);
+        char *text = capture_stderr_end(saved, errpath);
+        if (!l) fail_msg("open: %s", err);
+        char want[160];
+        snprintf(want, sizeof want, "migrated the ledger schema from version %d to 3", version);
+        if (!strstr(text, want) || !strstr(text, "summarized 6 rows into 4 per-minute rows in "))
+            fail_msg("version %d: log \"%s\"", version, text);
+        free(text);
+        harness h;
+        harness_init(&h, l);
+        result r;
+        ask(&h, 0, query_of("beta", NULL, NULL, NULL, 0, 0, 10), &r);
+        assert_int_equal(json_int(r.json, "requests"), 3);
+        assert_int_equal(json_int(r.json, "prompt_tokens"), 110);
+        char ids[4][24];
+        assert_int_equal(json_ids(r.json, ids, 4), 3);
+        assert_string_equal(ids[0], "old-4");
+        assert_string_equal(ids[2], "old-2");
+        result_free(&r);
+        /* ms-precise bounds inside less than two minutes: old-3, old-4, old-6 (not old-5). */
+        ask(&h, 1, query_of(NULL, NULL, NULL, "gpt-4o", 1700000000000LL, 1700000060000LL, 10), &r);
+        assert_int_equal(json_int(r.json, "requests"), 3);
+        assert_int_equal(json_int(r.json, "completion_tokens"), 227);
+        result_free(&r);
+        /* A new row in a migrated minute and combination: the upsert adds to it. */
+        qg_ledger_row *row = qg_ledger_row_new();
+        row->ts_ms = 1700000045000LL;
+        qg_strlcpy(row->request_id, "new-1", sizeof row->request_id);
+        qg_strlcpy(row->key_name, "beta", sizeof row->key_name);
+        qg_strlcpy(row->account, "acct-a", sizeof row->account);
+        qg_strlcpy(row->provider, "openai", sizeof row->provider);
+        qg_strlcpy(row->model, "gpt-4o", sizeof row->model);
+        row->prompt_tokens = 1000;
+        qg_ledger_submit(l, 0, row);
+        ask(&h, 1, query_of("beta", "acct-a", NULL, NULL, 0, 0, 10), &r);
+        assert_int_equal(json_int(r.json, "requests"), 3);
+        assert_int_equal(json_int(r.json, "prompt_tokens"), 1110);
+        result_free(&r);
+        harness_free(&h);
+        qg_ledger_close(l);
+        sqlite3 *db = raw_open(t->path);
+        assert_int_equal(raw_int(db, "PRAGMA user_version"), 3);
+        assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE type='index' AND name IN "
+                                     "('ledger_key_ts','ledger_account_ts','ledger_provider_ts','ledger_model_ts')"),
+                         0);
+        assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE type='index' AND tbl_name='ledger'"), 1);
+        assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE type='index' AND name='ledger_ts'"), 1);
+        assert_int_equal(raw_int(db, "SELECT count(*) FROM ledger"), 7);
+        assert_int_equal(raw_int(db, "SELECT count(*) FROM ledger_minute"), 4);
+        assert_int_equal(raw_int(db, "SELECT requests FROM ledger_minute WHERE key_name='' AND provider=''"), 2);
+        assert_int_equal(raw_int(db, "SELECT requests FROM ledger_minute WHERE key_name='beta' AND account='acct-a'"), 3);
+        assert_summary_exact(db);
+        sqlite3_close(db);
+    }
+    /* Reopening a version-3 file migrates nothing. */
+    int saved;
+    char errpath[128];
+    capture_stderr_begin(&saved, errpath, sizeof errpath, t->dir);
+    char err[256] = "";
+    qg_ledger *l = qg_ledger_open(t->path, 50, NW, err, sizeof err);
     qg_ledger_close(l);
-    db = raw_open(t->path);
-    assert_int_equal(raw_int(db, "PRAGMA user_version"), 2);
-    assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE type='index' AND name IN "
-                                 "('ledger_ts','ledger_key_ts','ledger_account_ts','ledger_provider_ts','ledger_model_ts')"),
-                     5);
-    assert_int_equal(raw_int(db, "SELECT count(*) FROM ledger"), 2);
+    char *text = capture_stderr_end(saved, errpath);
+    assert_non_null(l);
+    assert_null(strstr(text, "migrated"));
+    free(text);
     /* A file from a newer build is refused, not written. */
+    sqlite3 *db = raw_open(t->path);
     raw_exec(db, "PRAGMA user_version=99");
     sqlite3_close(db);
-    char err[256] = "";
     assert_null(qg_ledger_open(t->path, 50, NW, err, sizeof err));
     assert_non_null(strstr(err, "schema version 99"));
 }
@@ -817,6 +1174,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_workers_rows_written_once, tmpdb_setup, tmpdb_teardown),
         cmocka_unit_test_setup_teardown(test_query_sees_rows_submitted_before, tmpdb_setup, tmpdb_teardown),
         cmocka_unit_test_setup_teardown(test_filters, tmpdb_setup, tmpdb_teardown),
+        cmocka_unit_test_setup_teardown(test_random_exactness, tmpdb_setup, tmpdb_teardown),
         cmocka_unit_test_setup_teardown(test_explain_uses_indexes, tmpdb_setup, tmpdb_teardown),
         cmocka_unit_test_setup_teardown(test_heavy_query_does_not_delay_commits, tmpdb_setup, tmpdb_teardown),
         cmocka_unit_test_setup_teardown(test_backlog_and_accepting, tmpdb_setup, tmpdb_teardown),
