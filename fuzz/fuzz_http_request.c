@@ -76,7 +76,10 @@ static void check_head(const char *b, size_t size, size_t max_head, int rc, cons
     if (conn.p) {
         qg_slice first = qg_slice_trim((qg_slice){conn.p, comma ? (size_t)(comma - conn.p) : conn.n});
         if (first.n) CHECK(qg_http_list_has(conn, first));
+        bool plain = !first.n || qg_slice_ieq(first, "close") || qg_slice_ieq(first, "keep-alive");
+        if (!plain) CHECK(m->connection_names && qg_http_connection_names(m, first));
     }
+    if (!m->connection_names) CHECK(!qg_http_connection_names(m, QG_SLICE_LIT("x")));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

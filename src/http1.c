@@ -56,16 +56,27 @@ static int parse_version(qg_slice v, int *minor)
     return 0;
 }
 
-static bool has_token(qg_slice list, const char *tok)
+bool qg_http_list_has(qg_slice list, qg_slice token)
 {
-    /* comma-separated, case-insensitive */
-    size_t tl = strlen(tok);
     const char *p = list.p, *end = list.p + list.n;
     while (p < end) {
-        const char *c = memchr(p, ',', (size_t)(end - p));
-        qg_slice item = qg_slice_trim((qg_slice){p, (size_t)((c ? c : end) - p)});
-        if (item.n == tl && strncasecmp(item.p, tok, tl) == 0) return true;
-        p = c ? c + 1 : end;
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        qg_slice item = qg_slice_trim((qg_slice){p, (size_t)((comma ? comma : end) - p)});
+        if (qg_slices_ieq(item, token)) return true;
+        p = comma ? comma + 1 : end;
+    }
+    return false;
+}
+
+/* Whether a Connection value names a header (anything but close and keep-alive). */
+static bool names_headers(qg_slice list)
+{
+    const char *p = list.p, *end = list.p + list.n;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        qg_slice item = qg_slice_trim((qg_slice){p, (size_t)((comma ? comma : end) - p)});
+        if (item.n && !qg_slice_ieq(item, "close") && !qg_slice_ieq(item, "keep-alive")) return true;
+        p = comma ? comma + 1 : end;
     }
     return false;
 }
@@ -90,6 +101,7 @@ static int parse_headers(const char *p, const char *end, qg_http_msg *m)
     m->content_length = -1;
     m->chunked = false;
     m->expect_continue = false;
+    m->connection_names = false;
     bool conn_close = false, conn_keep = false;
     for (;;) {
         qg_slice line;
@@ -118,8 +130,9 @@ static int parse_headers(const char *p, const char *end, qg_http_msg *m)
             saw_te = true;
             m->chunked = true;
         } else if (qg_slice_ieq(name, "connection")) {
-            if (has_token(value, "close")) conn_close = true;
-            if (has_token(value, "keep-alive")) conn_keep = true;
+            if (qg_http_list_has(value, QG_SLICE_LIT("close"))) conn_close = true;
+            if (qg_http_list_has(value, QG_SLICE_LIT("keep-alive"))) conn_keep = true;
+            if (names_headers(value)) m->connection_names = true;
         } else if (qg_slice_ieq(name, "expect")) {
             if (qg_slice_ieq(value, "100-continue")) m->expect_continue = true;
         }
@@ -205,23 +218,20 @@ qg_slice qg_http_bearer(const qg_http_msg *m)
     return (qg_slice){NULL, 0};
 }
 
+bool qg_http_connection_names(const qg_http_msg *m, qg_slice name)
+{
+    if (!m->connection_names) return false;
+    for (size_t i = 0; i < m->n_headers; i++)
+        if (qg_slice_ieq(m->headers[i].name, "connection") && qg_http_list_has(m->headers[i].value, name)) return true;
+    return false;
+}
+
 qg_slice qg_http_api_key(const qg_http_msg *m)
 {
     qg_slice k = qg_http_header(m, "x-api-key");
     return k.p && k.n ? k : qg_http_bearer(m);
 }
 
-bool qg_http_list_has(qg_slice list, qg_slice token)
-{
-    const char *p = list.p, *end = list.p + list.n;
-    while (p < end) {
-        const char *comma = memchr(p, ',', (size_t)(end - p));
-        qg_slice item = qg_slice_trim((qg_slice){p, (size_t)((comma ? comma : end) - p)});
-        if (qg_slices_ieq(item, token)) return true;
-        p = comma ? comma + 1 : end;
-    }
-    return false;
-}
 
 bool qg_http_is_hop_header(qg_slice n)
 {

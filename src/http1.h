@@ -47,6 +47,7 @@ typedef struct {
     bool chunked;
     bool keep_alive;         /* HTTP/1.1 default unless "Connection: close"; 1.0 needs keep-alive */
     bool expect_continue;    /* requests: "Expect: 100-continue" */
+    bool connection_names;   /* a Connection header names other headers (hop-by-hop for this hop) */
     size_t head_len;
 } qg_http_msg;
 
@@ -64,6 +65,9 @@ qg_slice qg_http_bearer(const qg_http_msg *m);
 qg_slice qg_http_api_key(const qg_http_msg *m);
 /* Whether a comma-separated header value (e.g. Connection's) lists token, case-insensitively. */
 bool qg_http_list_has(qg_slice list, qg_slice token);
+/* Whether a Connection header of m names this header (RFC 9110 §7.6.1: do not forward it).
+ * Free for the usual message, whose Connection names nothing but close/keep-alive. */
+bool qg_http_connection_names(const qg_http_msg *m, qg_slice name);
 
 /* True for headers a proxy must not forward (RFC 9110 §7.6.1) plus framing headers it
  * sets itself: Connection, Keep-Alive, Proxy-Connection, Proxy-Authenticate,

@@ -227,17 +227,16 @@ static void continue_or_fail(qg_exchange *ex, qg_attempt_action act)
 }
 
 /* RFC 9110 §7.6.1: hop-by-hop headers, and any the Connection header names, stay here. */
-static bool hop_header(qg_slice name, qg_slice connection)
+static bool hop_header(const qg_http_msg *m, qg_slice name)
 {
-    return qg_http_is_hop_header(name) || (connection.n && qg_http_list_has(connection, name));
+    return qg_http_is_hop_header(name) || qg_http_connection_names(m, name);
 }
 
 static void build_response_head(qg_exchange *ex, const qg_http_msg *resp, qg_buf *h)
 {
-    qg_slice connection = qg_http_header(resp, "connection");
     for (size_t i = 0; i < resp->n_headers; i++) {
         qg_slice n = resp->headers[i].name;
-        if (hop_header(n, connection) || qg_slice_ieq(n, "date") || qg_slice_ieq(n, "server")) continue;
+        if (hop_header(resp, n) || qg_slice_ieq(n, "date") || qg_slice_ieq(n, "server")) continue;
         qg_buf_append(h, n.p, n.n);
         qg_buf_append(h, ": ", 2);
         qg_buf_append(h, resp->headers[i].value.p, resp->headers[i].value.n);
@@ -427,10 +426,9 @@ static void build_forward_headers(qg_exchange *ex, const qg_http_msg *m)
                                     QG_SLICE_LIT("accept-encoding"), QG_SLICE_LIT("openai-organization"),
                                     QG_SLICE_LIT("openai-project"), QG_SLICE_LIT("cookie")};
     qg_buf *f = &ex->fwd;
-    qg_slice connection = qg_http_header(m, "connection");
     for (size_t i = 0; i < m->n_headers; i++) {
         qg_slice n = m->headers[i].name;
-        bool skip = hop_header(n, connection);
+        bool skip = hop_header(m, n);
         for (size_t k = 0; !skip && k < QG_ARRAY_LEN(drop); k++) skip = qg_slices_ieq(n, drop[k]);
         if (skip) continue;
         qg_buf_append(f, n.p, n.n);

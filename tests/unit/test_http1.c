@@ -828,6 +828,23 @@ static void test_list_has(void **state)
     assert_false(qg_http_list_has(S(",,"), S("x-a")));
 }
 
+static void test_connection_names(void **state)
+{
+    (void)state;
+    static const char req[] = "GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nX-A: 1\r\n"
+                              "Connection: close, X-Hop\r\nX-Hop: 2\r\n\r\n";
+    qg_http_msg m;
+    assert_true(qg_http_parse_request(req, sizeof req - 1, 8192, &m) > 0);
+    assert_true(m.connection_names);
+    assert_true(qg_http_connection_names(&m, S("x-hop")));   /* named by the second Connection header */
+    assert_false(qg_http_connection_names(&m, S("x-a")));
+    assert_false(m.keep_alive);                              /* close wins */
+    static const char plain[] = "GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\n";
+    assert_true(qg_http_parse_request(plain, sizeof plain - 1, 8192, &m) > 0);
+    assert_false(m.connection_names);                        /* the usual case costs nothing */
+    assert_false(qg_http_connection_names(&m, S("close")));
+}
+
 /* Buffers fed from outside report a failed allocation instead of aborting. */
 static void test_buf_try_reserve(void **state)
 {
@@ -872,6 +889,7 @@ int main(void)
         cmocka_unit_test(test_chunk_header),
         cmocka_unit_test(test_bearer_and_api_key),
         cmocka_unit_test(test_list_has),
+        cmocka_unit_test(test_connection_names),
         cmocka_unit_test(test_buf_try_reserve),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
