@@ -46,7 +46,8 @@ void qg_respond_error(qg_conn *c, qg_dialect d, int status, const char *code, co
     qg_buf_free(&b);
 }
 
-/* Paths under the Anthropic API answer in its error shape even when no route matches. */
+/* Paths under the Anthropic API answer in its error shape even when no route matches
+ * (e.g. /v1/messages/batches). */
 static qg_dialect dialect_of_path(qg_slice path)
 {
     return path.n >= 12 && memcmp(path.p, "/v1/messages", 12) == 0 ? QG_DIALECT_ANTHROPIC : QG_DIALECT_OPENAI;
@@ -93,7 +94,14 @@ static void api_on_close(qg_conn *c)
     if (req && req->route->on_close) req->route->on_close(c);
 }
 
-static qg_dialect api_error_dialect(qg_slice target) { return dialect_of_path(qg_api_path(target)); }
+/* The route's own dialect when the path is one; else by the path's prefix. */
+static qg_dialect api_error_dialect(qg_conn *c, qg_slice target)
+{
+    qg_worker *w = c->srv->app;
+    qg_slice path = qg_api_path(target);
+    const qg_api_route *r = qg_api_find(w->gw->api, path);
+    return r ? r->dialect : dialect_of_path(path);
+}
 
 const qg_handler qg_api_handler = {
     .on_request = api_on_request,

@@ -50,6 +50,14 @@ static void conn_unlink(qg_server *s, qg_conn *c)
     s->n_conns--;
 }
 
+/* While a connection waits for a head, its timer fires at least every header_timeout, so a
+ * head that starts later is still cut off on time without a timer change per request. */
+static int64_t head_wait_ms(const qg_server *s)
+{
+    int64_t h = s->limits.header_timeout_ms;
+    return h && h < s->limits.idle_timeout_ms ? h : s->limits.idle_timeout_ms;
+}
+
 static void accept_one(qg_server *s, int fd)
 {
     int one = 1;
@@ -77,7 +85,7 @@ static void accept_one(qg_server *s, int fd)
         conn_close_now(c);
         return;
     }
-    qg_timer_start(s->loop, &c->timer, s->limits.idle_timeout_ms);
+    qg_timer_start(s->loop, &c->timer, head_wait_ms(s));
 }
 
 /* Out of descriptors: the level-triggered listener would wake the loop again at once, so
@@ -387,7 +395,7 @@ static void conn_finish_response(qg_conn *c)
     c->head_request = c->discard_forced = false;
     c->head_started = 0;
     c->last_activity = qg_loop_now(s->loop);
-    qg_timer_start(s->loop, &c->timer, s->limits.idle_timeout_ms);
+    qg_timer_start(s->loop, &c->timer, head_wait_ms(s));
     /* Pipelined bytes (or data that arrived while we were busy) are handled after this
      * loop iteration, never recursively from inside the handler. */
     qg_defer(s->loop, &c->resume, conn_resume_cb, c);
@@ -426,7 +434,7 @@ static void respond_error_close(qg_conn *c, int status, const char *code, const 
     c->close_after = true;
     c->linger_wanted = true;
     c->discard_left = 0;
-    qg_dialect d = s->handler->error_dialect ? s->handler->error_dialect(target_guess(c)) : QG_DIALECT_OPENAI;
+    qg_dialect d = s->handler->error_dialect ? s->handler->error_dialect(c, target_guess(c)) : QG_DIALECT_OPENAI;
     qg_buf body;
     qg_buf_init(&body, 0);
     qg_dialect_error_body(&body, d, status, code, msg);
@@ -438,6 +446,11 @@ static void respond_error_close(qg_conn *c, int status, const char *code, const 
 static void respond_too_large(qg_conn *c)
 {
     respond_error_close(c, 413, "request_too_large", "the request body exceeds the configured max_body");
+}
+
+static void respond_no_memory(qg_conn *c)
+{
+    respond_error_close(c, 503, "server_busy", "the gateway is out of memory; retry later");
 }
 
 static void dispatch(qg_conn *c)
@@ -473,6 +486,22 @@ static uint64_t body_unread(const qg_conn *c, const qg_http_msg *m)
     return len - QG_MIN((uint64_t)(c->in.len - m->head_len), len);
 }
 
+/* Moves the Content-Length body bytes that arrived with the head out of `in` (into `dst`,
+ * or nowhere), keeping pipelined bytes after the head where dispatch expects them.
+ * Returns -1 when dst cannot grow (out of memory). */
+static int take_body_bytes(qg_conn *c, const qg_http_msg *m, qg_buf *dst)
+{
+    size_t extra = c->in.len - m->head_len;
+    size_t take = (size_t)QG_MIN((uint64_t)extra, m->content_length > 0 ? (uint64_t)m->content_length : 0);
+    if (dst && take) {
+        if (qg_buf_try_reserve(dst, take) < 0) return -1;
+        qg_buf_append(dst, c->in.data + m->head_len, take);
+    }
+    memmove(c->in.data + m->head_len, c->in.data + m->head_len + take, extra - take);
+    c->in.len -= take;
+    return 0;
+}
+
 /* The handler answered from the head: drop the body bytes that came with it; the rest is
  * read and discarded, or (chunked, or large and not forced) the connection closes, which
  * close_after already says since before on_head so the answer carries Connection: close. */
@@ -480,10 +509,7 @@ static void skip_unread_body(qg_conn *c, const qg_http_msg *m)
 {
     if (m->chunked) return;
     uint64_t unread = body_unread(c, m);
-    size_t extra = c->in.len - m->head_len;
-    size_t take = (size_t)((m->content_length > 0 ? (uint64_t)m->content_length : 0) - unread);
-    memmove(c->in.data + m->head_len, c->in.data + m->head_len + take, extra - take);
-    c->in.len -= take;
+    take_body_bytes(c, m, NULL);
     if (!c->close_after) c->discard_left = unread;
 }
 
@@ -504,9 +530,8 @@ static int begin_request(qg_conn *c, const qg_http_msg *m)
         return -1;
     }
     if (s->handler->on_head) {
-        c->state = QG_CONN_ACTIVE;
+        c->state = QG_CONN_ACTIVE; /* the timer stays armed: it only watches a client that stops reading */
         c->req_active = true;
-        qg_timer_stop(s->loop, &c->timer);
         /* If answered now, how the unread body goes (qg_conn_discard_body may change it). */
         c->close_after = c->linger_wanted = m->chunked || body_unread(c, m) > QG_DISCARD_MAX;
         c->in_head_cb = true;
@@ -517,19 +542,14 @@ static int begin_request(qg_conn *c, const qg_http_msg *m)
             skip_unread_body(c, m);
             qg_buf_consume(&c->in, c->head_len);
             if (c->in.len == 0) qg_buf_free(&c->in);
-            if (c->response_done) { /* answered at once: finish now that the body plan is known */
-                if (c->out.len == 0) conn_finish_response(c);
-            } else {
-                c->last_activity = qg_loop_now(s->loop);
-                qg_timer_start(s->loop, &c->timer, s->limits.idle_timeout_ms);
-            }
+            /* answered at once: finish now that the body plan is known */
+            if (c->response_done && c->out.len == 0) conn_finish_response(c);
             return -1;
         }
         if (c->state == QG_CONN_CLOSING) return -1;
         c->close_after = c->linger_wanted = c->discard_forced = false;
     }
     qg_buf_free(&c->body);
-    size_t extra = c->in.len - m->head_len;
     if (m->chunked) {
         /* Decoded in place, so the raw buffer holds the decoded body plus at most one read
          * of framing: that read's room is above max_body, never taken from it. */
@@ -538,23 +558,17 @@ static int begin_request(qg_conn *c, const qg_http_msg *m)
     } else {
         /* The buffer grows as bytes arrive: a declared length reserves nothing. */
         c->body.max = (size_t)c->body_expected;
-        size_t take = QG_MIN(extra, (size_t)c->body_expected);
-        if (take && qg_buf_try_reserve(&c->body, take) < 0) {
-            respond_error_close(c, 503, "server_busy", "the gateway is out of memory; retry later");
+        if (take_body_bytes(c, m, &c->body) < 0) {
+            respond_no_memory(c);
             return -1;
         }
-        qg_buf_append(&c->body, c->in.data + m->head_len, take);
-        /* keep pipelined bytes after the head, where dispatch expects them */
-        memmove(c->in.data + m->head_len, c->in.data + m->head_len + take, extra - take);
-        c->in.len = m->head_len + extra - take;
     }
     if (m->expect_continue && !c->http10 && c->body.len < (size_t)QG_MAX(c->body_expected, 1)) {
         struct iovec iov = {"HTTP/1.1 100 Continue\r\n\r\n", 25};
         if (conn_write(c, &iov, 1) < 0) return -1;
     }
     c->state = QG_CONN_READ_BODY;
-    c->last_activity = qg_loop_now(s->loop);
-    qg_timer_start(s->loop, &c->timer, s->limits.idle_timeout_ms);
+    c->last_activity = qg_loop_now(s->loop); /* the idle timeout runs from the head */
     return 0;
 }
 
@@ -598,15 +612,9 @@ static int conn_discard(qg_conn *c, bool *eof)
     return 0;
 }
 
-/* The head deadline runs from the head's first byte, whatever the pace after it. */
-static void head_started(qg_conn *c)
-{
-    qg_server *s = c->srv;
-    c->head_started = qg_loop_now(s->loop);
-    if (!s->limits.header_timeout_ms) return;
-    int64_t due = c->head_started + s->limits.header_timeout_ms;
-    if (!qg_timer_active(&c->timer) || due < c->timer.deadline) qg_timer_start_at(s->loop, &c->timer, due);
-}
+/* The head deadline runs from the head's first byte, whatever the pace after it (the timer
+ * already fires at least that often while a head is awaited: head_wait_ms). */
+static void head_started(qg_conn *c) { c->head_started = qg_loop_now(c->srv->loop); }
 
 /* Reads what the socket has into `in` or `body`.  Returns 0 normally, -1 if the conn closed. */
 static int conn_read(qg_conn *c, bool *eof)
@@ -628,7 +636,7 @@ static int conn_read(qg_conn *c, bool *eof)
         size_t decoded_before = b->len;
         int rr = qg_buf_try_reserve(b, QG_MIN(want, QG_READ_CHUNK * 16));
         if (rr == QG_BUF_NO_MEMORY) {
-            respond_error_close(c, 503, "server_busy", "the gateway is out of memory; retry later");
+            respond_no_memory(c);
             return -1;
         }
         if (rr < 0) {
@@ -788,9 +796,9 @@ static void conn_timer_cb(qg_timer *t)
         qg_timer_start(s->loop, t, idle); /* the handler's own timeouts govern */
         return;
     }
-    if (c->state == QG_CONN_READ_HEAD && c->head_started && s->limits.header_timeout_ms) {
-        int64_t head_due = c->head_started + s->limits.header_timeout_ms;
-        if (now >= head_due) {
+    if (c->state == QG_CONN_READ_HEAD && s->limits.header_timeout_ms) {
+        int64_t head_due = (c->head_started ? c->head_started : now) + s->limits.header_timeout_ms;
+        if (c->head_started && now >= head_due) {
             qg_debug("client sent no complete request head in %lld ms: closing", (long long)s->limits.header_timeout_ms);
             respond_error_close(c, 408, "request_timeout", "the request head did not arrive in time");
             return;

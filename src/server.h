@@ -64,7 +64,7 @@ typedef struct {
      * head and its slices are valid only during the call. */
     int (*on_head)(qg_conn *c, const qg_http_msg *req);
     /* Optional: the dialect whose error shape fits a request target (default OpenAI's). */
-    qg_dialect (*error_dialect)(qg_slice target);
+    qg_dialect (*error_dialect)(qg_conn *c, qg_slice target);
 } qg_handler;
 
 typedef struct {
