@@ -21,6 +21,11 @@
  * answer at all), and chaos (one of the behaviours at random per request, from a seeded
  * per-account PRNG).  A request kept open by stall or hang is freed by on_close when the
  * peer (or shutdown) closes the connection.
+ *
+ * Quota signals for the gateway's quota engine, in real provider shapes with resets from the
+ * real clock: request and token windows (limit=, tokens=) with their headers and 429s, the
+ * Anthropic unified headers (unified=1), prepaid credit that runs out (credits=), and error
+ * mode's provider answers (kind=, reset=; see kind_builders).
  */
 #include "sim.h"
 
@@ -47,10 +52,20 @@
 
 typedef enum {
     SIM_OK, SIM_429, SIM_500, SIM_INSUFFICIENT, SIM_SLOW, SIM_CUT,
-    SIM_DROP, SIM_EARLY, SIM_ERROR_EVENT, SIM_STALL, SIM_HANG, SIM_CHAOS
+    SIM_DROP, SIM_EARLY, SIM_ERROR_EVENT, SIM_STALL, SIM_HANG, SIM_CHAOS, SIM_ERROR
 } sim_mode;
 static const char *const sim_mode_names[] = {"ok",   "429",   "500",         "insufficient_quota", "slow", "cut",
-                                             "drop", "early", "error_event", "stall",              "hang", "chaos"};
+                                             "drop", "early", "error_event", "stall",              "hang", "chaos",
+                                             "error"};
+
+/* error mode: which provider quota or failure signal it answers with (kind=K). */
+typedef enum {
+    KIND_RATE_LIMIT, KIND_USAGE_LIMIT, KIND_SPEND_LIMIT, KIND_BILLING, KIND_OR_402, KIND_OR_FREE_DAILY,
+    KIND_GEMINI_DAILY, KIND_OVERLOADED, KIND_UNAVAILABLE, KIND_AUTH, KIND_FORBIDDEN
+} sim_kind;
+static const char *const sim_kind_names[] = {"rate_limit",    "usage_limit",  "spend_limit", "billing",
+                                             "or_402",        "or_free_daily", "gemini_daily", "overloaded",
+                                             "unavailable",   "auth",          "forbidden"};
 
 /* What chaos picks from, and how often (out of CHAOS_WEIGHT_TOTAL): ok 40%, the rest 7.5% each. */
 static const sim_mode chaos_modes[] = {SIM_OK,    SIM_429,  SIM_500,  SIM_CUT, SIM_ERROR_EVENT,
@@ -61,26 +76,38 @@ static const int chaos_weights[] = {16, 3, 3, 3, 3, 3, 3, 3, 3};
 #define CHAOS_RETRY_AFTER_S 1
 #define CHAOS_DELAY_MS 300
 
+/* A fixed window: `limit` per `len_ms`, counted from the first request after the last one ended. */
+typedef struct {
+    int64_t limit;            /* 0: none */
+    int64_t len_ms;
+    int64_t start;            /* epoch ms */
+    int64_t used;
+} sim_window;
+
 typedef struct {
     char key[128];
     sim_mode mode;
     int retry_after_s;        /* 429 mode and window limits */
     int64_t delay_ms;         /* slow mode: delay before the response head */
-    int64_t limit_requests;   /* 0: none */
-    int64_t window_ms;
+    sim_window reqs;          /* limit=N/DUR: requests per window */
+    sim_window toks;          /* tokens=N/DUR: prompt + completion tokens per window */
     double balance;
-    int64_t drop_times;       /* drop mode: how many requests to drop (then ok) */
+    int64_t drop_times;       /* drop and error modes: how many requests get it (then ok) */
+    bool times_set;           /* times= given (error mode: else every request) */
+    sim_kind kind;            /* error mode: kind=K */
+    int64_t reset_ms;         /* error mode: reset=DUR, when the signal's reset falls */
+    bool unified;             /* unified=1: Anthropic answers carry the unified (subscription) headers */
+    int64_t credits;          /* credits=N: successful requests the prepaid credit lasts; 0: unlimited */
     int early_status;         /* early mode: the status answered from the head */
     bool seed_set;            /* chaos: seed= given (else derived from --seed and the key) */
     bool close_delimited;     /* streams: no chunked coding, the close ends the body */
     bool echo;                /* x-sim-saw: the request's header names */
     bool hop;                 /* responses name a header in Connection (a proxy must drop both) */
     uint64_t seed;
-    pthread_mutex_t mu;       /* the window and the chaos PRNG */
-    int64_t window_start;     /* epoch ms */
-    int64_t window_used;
+    pthread_mutex_t mu;       /* the windows and the chaos PRNG */
     uint64_t rng;             /* chaos: xorshift64* state */
     _Atomic int64_t drop_left;
+    _Atomic int64_t credits_used;
     _Atomic int64_t requests, ok, errors, prompt_tokens, completion_tokens, cached_tokens, cut;
     _Atomic int64_t dropped, early, error_events, stalled, hung;
     _Atomic int64_t chaos_picks[CHAOS_N];
@@ -100,6 +127,7 @@ typedef struct {
     pthread_mutex_t accounts_mu;
     _Atomic int conn_count;
     _Atomic int64_t seq;
+    int64_t start_ms;         /* epoch ms at start-up: the unified 7-day period counts from it */
 } sim_state;
 
 typedef struct {
@@ -117,6 +145,15 @@ typedef enum { FAULT_NONE, FAULT_CUT, FAULT_ERROR_EVENT, FAULT_STALL } sim_fault
 /* What a settled response counts as. */
 typedef enum { OUT_OK, OUT_CUT, OUT_ERROR_EVENT, OUT_TOKENS_ONLY } sim_outcome;
 
+/* The account's windows as one request saw them (quota_admit). */
+typedef struct {
+    int64_t now;              /* epoch ms of the admission; resets are relative to it */
+    int64_t req_used, req_remaining, req_reset_ms;
+    int64_t tok_used, tok_remaining, tok_reset_ms;
+    int64_t wait_ms;          /* > 0: refused; ms until the refusing window ends */
+    bool tok_refused;         /* refused by the token window (else by the request window) */
+} sim_quota;
+
 /* One request being answered (kept alive across timers for streams and slow mode, and
  * until the connection closes for stall and hang). */
 typedef struct {
@@ -130,7 +167,7 @@ typedef struct {
     bool stream, include_usage, headers_sent, paused, stalled, settled;
     int total, sent;
     int64_t prompt, cached, reasoning, id;
-    int64_t rl_remaining, rl_reset_ms; /* this account's window after admitting the request */
+    sim_quota q;              /* this account's windows after admitting the request */
     qg_buf scratch;
     qg_buf head_extra;        /* echo/hop head lines, built while the request head is valid */
 } sim_req;
@@ -146,6 +183,7 @@ static sim_account *account_new(const char *key)
     a->balance = 12.30;
     a->drop_times = 1;
     a->early_status = 413;
+    a->reset_ms = 3600000;
     pthread_mutex_init(&a->mu, NULL);
     return a;
 }
@@ -182,7 +220,46 @@ static bool parse_int64(const char *v, int64_t lo, int64_t hi, int64_t *out)
     return true;
 }
 
-/* Parses KEY=MODE[,retry_after=N][,delay=DUR][,limit=N/DUR][,balance=X][,times=N][,status=N][,seed=N]. */
+/* Index of `name` in `names`, or -1. */
+static int name_index(const char *const *names, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(names[i], name)) return (int)i;
+    return -1;
+}
+
+/* tokens=N/DUR: N >= 1 per window of DUR > 0. */
+static bool parse_window(char *v, sim_window *w)
+{
+    char *slash = strchr(v, '/');
+    if (!slash) return false;
+    *slash = 0;
+    return parse_int64(v, 1, INT64_MAX / 4, &w->limit) && qg_parse_duration_ms(qg_slice_of(slash + 1), &w->len_ms) == 0 &&
+           w->len_ms > 0;
+}
+
+/* The quota-signal options (tokens=, unified=, credits=, kind=, reset=); -1 unknown, -2 bad value. */
+static int parse_quota_option(sim_account *a, const char *name, char *v)
+{
+    int k;
+    if (!strcmp(name, "tokens")) return parse_window(v, &a->toks) ? 0 : -2;
+    if (!strcmp(name, "unified")) {
+        a->unified = !strcmp(v, "1");
+        return 0;
+    }
+    if (!strcmp(name, "credits")) return parse_int64(v, 1, INT64_MAX / 2, &a->credits) ? 0 : -2;
+    if (!strcmp(name, "reset"))
+        return qg_parse_duration_ms(qg_slice_of(v), &a->reset_ms) == 0 && a->reset_ms > 0 ? 0 : -2;
+    if (!strcmp(name, "kind")) {
+        if ((k = name_index(sim_kind_names, QG_ARRAY_LEN(sim_kind_names), v)) < 0) return -2;
+        a->kind = (sim_kind)k;
+        return 0;
+    }
+    return -1;
+}
+
+/* Parses KEY=MODE[,retry_after=N][,delay=DUR][,limit=N/DUR][,balance=X][,times=N][,status=N][,seed=N]
+ * [,tokens=N/DUR][,unified=1][,credits=N][,kind=K][,reset=DUR]. */
 static int parse_account_arg(sim_state *s, const char *arg)
 {
     char *copy = qg_xstrdup(arg), *save = NULL;
@@ -210,10 +287,11 @@ static int parse_account_arg(sim_state *s, const char *arg)
             char *slash = strchr(v, '/');
             if (!slash) goto out;
             *slash = 0;
-            a->limit_requests = atoll(v);
-            if (qg_parse_duration_ms(qg_slice_of(slash + 1), &a->window_ms) < 0 || a->window_ms <= 0) goto out;
+            a->reqs.limit = atoll(v);
+            if (qg_parse_duration_ms(qg_slice_of(slash + 1), &a->reqs.len_ms) < 0 || a->reqs.len_ms <= 0) goto out;
         } else if (!strcmp(tok, "times")) {
             if (!parse_int64(v, 0, INT64_MAX / 2, &a->drop_times)) goto out;
+            a->times_set = true;
         } else if (!strcmp(tok, "status")) {
             int64_t st;
             if (!parse_int64(v, 400, 599, &st)) goto out;
@@ -230,7 +308,7 @@ static int parse_account_arg(sim_state *s, const char *arg)
             a->seed = strtoull(v, &end, 10);
             if (!*v || *end) goto out;
             a->seed_set = true;
-        } else goto out;
+        } else if (parse_quota_option(a, tok, v) < 0) goto out;
     }
     atomic_store(&a->drop_left, a->drop_times);
     rc = 0;
@@ -239,25 +317,45 @@ out:
     return rc;
 }
 
-/* Counts a request against the account's window.  Returns ms until the window resets when
- * over the limit, else 0. */
-static int64_t window_admit(sim_account *a, int64_t *remaining, int64_t *reset_ms)
+/* Starts a new window when the current one has ended; returns the ms left in it. */
+static int64_t window_roll(sim_window *w, int64_t now)
 {
-    *remaining = 9999;
-    *reset_ms = 1000;
-    if (!a->limit_requests) return 0;
-    int64_t now = qg_now_ms(), wait = 0;
-    pthread_mutex_lock(&a->mu);
-    if (now - a->window_start >= a->window_ms) {
-        a->window_start = now;
-        a->window_used = 0;
+    if (now - w->start >= w->len_ms) {
+        w->start = now;
+        w->used = 0;
     }
-    *reset_ms = a->window_start + a->window_ms - now;
-    if (a->window_used >= a->limit_requests) wait = *reset_ms;
-    else a->window_used++;
-    *remaining = a->limit_requests - a->window_used;
+    return w->start + w->len_ms - now;
+}
+
+/* Counts a request of `tokens` against the account's windows (limit=, tokens=): admitted
+ * only when neither is used up, else q->wait_ms says how long until the refusing one ends.
+ * The token window admits a request while any token is left (it may overshoot). */
+static void quota_admit(sim_account *a, int64_t tokens, sim_quota *q)
+{
+    *q = (sim_quota){.now = qg_now_ms(), .req_remaining = 9999, .req_reset_ms = 1000};
+    if (!a->reqs.limit && !a->toks.limit) return;
+    pthread_mutex_lock(&a->mu);
+    bool req_full = false, tok_full = false;
+    if (a->reqs.limit) {
+        q->req_reset_ms = window_roll(&a->reqs, q->now);
+        req_full = a->reqs.used >= a->reqs.limit;
+    }
+    if (a->toks.limit) {
+        q->tok_reset_ms = window_roll(&a->toks, q->now);
+        tok_full = a->toks.used >= a->toks.limit;
+    }
+    if (req_full || tok_full) {
+        q->wait_ms = req_full ? q->req_reset_ms : q->tok_reset_ms;
+        q->tok_refused = !req_full;
+    } else {
+        a->reqs.used += a->reqs.limit ? 1 : 0;
+        a->toks.used += a->toks.limit ? tokens : 0;
+    }
+    if (a->reqs.limit) q->req_remaining = a->reqs.limit - a->reqs.used;
+    q->req_used = a->reqs.used;
+    q->tok_used = a->toks.used;
+    q->tok_remaining = QG_MAX((int64_t)0, a->toks.limit - a->toks.used);
     pthread_mutex_unlock(&a->mu);
-    return wait;
 }
 
 /* splitmix64: spreads small seeds (1, 2, 3 ...) over the state space. */
@@ -303,7 +401,7 @@ static sim_mode chaos_pick(sim_account *a)
     return chaos_modes[i];
 }
 
-/* drop mode: true while the account still has requests to drop (times=N). */
+/* drop and error modes: true while the account still has requests to treat so (times=N). */
 static bool drop_take(sim_account *a)
 {
     int64_t left = atomic_load(&a->drop_left);
@@ -314,14 +412,69 @@ static bool drop_take(sim_account *a)
 
 /* ---- response pieces ---- */
 
+/* One Anthropic bucket: anthropic-ratelimit-NAME-{limit,remaining,reset} (RFC 3339). */
+static void anthropic_bucket(qg_buf *h, const char *name, int64_t limit, int64_t remaining, int64_t reset_at_ms)
+{
+    char ts[48];
+    qg_format_rfc3339(reset_at_ms, ts, sizeof ts);
+    qg_buf_appendf(h, "anthropic-ratelimit-%s-limit: %lld\r\nanthropic-ratelimit-%s-remaining: %lld\r\n"
+                      "anthropic-ratelimit-%s-reset: %s\r\n",
+                   name, (long long)limit, name, (long long)remaining, name, ts);
+}
+
+/* A Go duration as OpenAI sends resets: "360ms", "1.156s", "59.55s", "6m0s", "1h0m0s". */
+static void go_duration(int64_t ms, char *out, size_t n)
+{
+    if (ms < 1000) {
+        snprintf(out, n, "%lldms", (long long)QG_MAX(ms, (int64_t)0));
+        return;
+    }
+    long long h = ms / 3600000, m = ms / 60000 % 60, sec = ms / 1000 % 60, frac = ms % 1000;
+    int len = 0;
+    if (h) len += snprintf(out + len, n - (size_t)len, "%lldh", h);
+    if (h || m) len += snprintf(out + len, n - (size_t)len, "%lldm", m);
+    len += snprintf(out + len, n - (size_t)len, "%lld", sec);
+    if (frac) {
+        char f[8];
+        snprintf(f, sizeof f, ".%03lld", frac);
+        for (size_t k = strlen(f); f[k - 1] == '0'; k--) f[k - 1] = 0;
+        len += snprintf(out + len, n - (size_t)len, "%s", f);
+    }
+    snprintf(out + len, n - (size_t)len, "s");
+}
+
+/* A protobuf JSON Duration (Gemini's retryDelay): "3600s", "57.238s". */
+static void pb_duration(int64_t ms, char *out, size_t n)
+{
+    if (ms % 1000) snprintf(out, n, "%lld.%03llds", (long long)(ms / 1000), (long long)(ms % 1000));
+    else snprintf(out, n, "%llds", (long long)(ms / 1000));
+}
+
+static int64_t ceil_s(int64_t ms) { return (ms + 999) / 1000; }
+
+/* The end of the period of `len` ms, counted from `start`, that contains `now`. */
+static int64_t period_end(int64_t start, int64_t len, int64_t now)
+{
+    return start + len * ((now - start) / len + 1);
+}
+
+/* tokens=: OpenAI x-ratelimit-*-tokens (Go duration) or anthropic-ratelimit-tokens-* (RFC 3339). */
+static void token_headers(qg_buf *h, bool anthropic, int64_t limit, int64_t remaining, int64_t now, int64_t reset_ms)
+{
+    if (anthropic) {
+        anthropic_bucket(h, "tokens", limit, remaining, now + reset_ms);
+        return;
+    }
+    char d[48];
+    go_duration(reset_ms, d, sizeof d);
+    qg_buf_appendf(h, "x-ratelimit-limit-tokens: %lld\r\nx-ratelimit-remaining-tokens: %lld\r\nx-ratelimit-reset-tokens: %s\r\n",
+                   (long long)limit, (long long)remaining, d);
+}
+
 static void ratelimit_headers(qg_buf *h, bool anthropic, int64_t limit, int64_t remaining, int64_t reset_ms)
 {
     if (anthropic) {
-        char ts[48];
-        qg_format_rfc3339(qg_now_ms() + reset_ms, ts, sizeof ts);
-        qg_buf_appendf(h, "anthropic-ratelimit-requests-limit: %lld\r\nanthropic-ratelimit-requests-remaining: %lld\r\n"
-                          "anthropic-ratelimit-requests-reset: %s\r\n",
-                       (long long)limit, (long long)remaining, ts);
+        anthropic_bucket(h, "requests", limit, remaining, qg_now_ms() + reset_ms);
     } else {
         qg_buf_appendf(h, "x-ratelimit-limit-requests: %lld\r\nx-ratelimit-remaining-requests: %lld\r\n"
                           "x-ratelimit-reset-requests: %lldms\r\n",
@@ -329,11 +482,56 @@ static void ratelimit_headers(qg_buf *h, bool anthropic, int64_t limit, int64_t 
     }
 }
 
+#define FIVE_HOURS_MS (5 * 3600 * 1000LL)
+#define SEVEN_DAYS_MS (7 * 86400 * 1000LL)
+
+/* unified=1: the subscription family (anthropic-unified-headers.http).  The 5-hour window is
+ * limit=N/DUR's (utilization = used / limit); the 7-day one is fixed at 0.10, allowed, its
+ * period counted from start-up.  Resets are epoch seconds. */
+static void unified_headers(qg_buf *h, const sim_req *r, bool rejected)
+{
+    const sim_account *a = r->acct;
+    int64_t start = r->w->sim->start_ms, now = r->q.now;
+    int64_t reset5 = ceil_s(a->reqs.limit ? now + r->q.req_reset_ms : period_end(start, FIVE_HOURS_MS, now));
+    int64_t reset7 = ceil_s(period_end(start, SEVEN_DAYS_MS, now));
+    double util = a->reqs.limit ? (double)r->q.req_used / (double)a->reqs.limit : 0.0;
+    const char *st = rejected ? "rejected" : "allowed";
+    qg_buf_appendf(h, "anthropic-ratelimit-unified-status: %s\r\nanthropic-ratelimit-unified-5h-status: %s\r\n"
+                      "anthropic-ratelimit-unified-5h-utilization: %.2f\r\nanthropic-ratelimit-unified-5h-reset: %lld\r\n"
+                      "anthropic-ratelimit-unified-7d-status: allowed\r\nanthropic-ratelimit-unified-7d-utilization: 0.10\r\n"
+                      "anthropic-ratelimit-unified-7d-reset: %lld\r\n"
+                      "anthropic-ratelimit-unified-representative-claim: five_hour\r\n"
+                      "anthropic-ratelimit-unified-reset: %lld\r\nanthropic-ratelimit-unified-fallback-percentage: 0.5\r\n"
+                      "anthropic-ratelimit-unified-overage-status: rejected\r\n",
+                   st, st, util, (long long)reset5, (long long)reset7, (long long)reset5);
+}
+
+/* The rate-limit headers of an answer: the request window's (or, with unified=1 on the
+ * Anthropic dialect, the unified family), then the token window's when tokens= is set. */
+static void quota_headers(qg_buf *h, const sim_req *r, bool rejected)
+{
+    const sim_account *a = r->acct;
+    bool anthropic = r->ep >= EP_MESSAGES;
+    if (anthropic && a->unified) unified_headers(h, r, rejected);
+    else ratelimit_headers(h, anthropic, a->reqs.limit ? a->reqs.limit : 10000, r->q.req_remaining, r->q.req_reset_ms);
+    if (a->toks.limit) token_headers(h, anthropic, a->toks.limit, r->q.tok_remaining, r->q.now, r->q.tok_reset_ms);
+}
+
+/* Streams carry the rate-limit headers only for accounts with a quota option (limit=,
+ * tokens=, unified=1); plain accounts' streams stay as they always were. */
+static bool has_quota(const sim_account *a)
+{
+    return a->reqs.limit || a->toks.limit || a->unified;
+}
+
 static void respond_json(qg_conn *c, int status, const char *extra_headers, size_t elen, const qg_buf *body)
 {
-    char h[1024];
-    int n = snprintf(h, sizeof h, "Content-Type: application/json\r\n%.*s", (int)elen, extra_headers ? extra_headers : "");
-    qg_conn_respond(c, status, h, (size_t)n, body->data, body->len);
+    qg_buf h;
+    qg_buf_init(&h, 0);
+    qg_buf_puts(&h, "Content-Type: application/json\r\n");
+    if (extra_headers) qg_buf_append(&h, extra_headers, elen);
+    qg_conn_respond(c, status, h.data, h.len, body->data, body->len);
+    qg_buf_free(&h);
 }
 
 static void error_body(qg_buf *b, bool anthropic, const char *type, const char *code, const char *msg)
@@ -344,6 +542,25 @@ static void error_body(qg_buf *b, bool anthropic, const char *type, const char *
         qg_buf_appendf(b, "{\"error\":{\"message\":\"%s\",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}", msg, type, code);
 }
 
+/* An Anthropic error as the API sends it: request_id in the body and the request-id header.
+ * `more` (may be NULL) continues the "error" object, e.g. ",\"details\":{...}". */
+static void anthropic_error(qg_buf *h, qg_buf *b, const sim_req *r, const char *type, const char *msg, const char *more)
+{
+    qg_buf_appendf(h, "request-id: req_sim%lld\r\n", (long long)r->id);
+    qg_buf_appendf(b, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"%s\"%s},\"request_id\":\"req_sim%lld\"}",
+                   type, msg, more ? more : "", (long long)r->id);
+}
+
+/* Sends an error answer (counted in `errors`) and frees h and b.  It keeps the connection
+ * and carries a Content-Length, as every answer here does. */
+static void send_error(sim_req *r, int status, qg_buf *h, qg_buf *b)
+{
+    atomic_fetch_add(&r->acct->errors, 1);
+    respond_json(r->c, status, h->data, h->len, b);
+    qg_buf_free(b);
+    qg_buf_free(h);
+}
+
 static void respond_error(sim_req *r, int status, const char *type, const char *code, const char *msg, int retry_after)
 {
     qg_buf b, h;
@@ -351,10 +568,245 @@ static void respond_error(sim_req *r, int status, const char *type, const char *
     qg_buf_init(&h, 0);
     error_body(&b, r->ep >= EP_MESSAGES, type, code, msg);
     if (retry_after > 0) qg_buf_appendf(&h, "retry-after: %d\r\n", retry_after);
-    atomic_fetch_add(&r->acct->errors, 1);
-    respond_json(r->c, status, h.data, h.len, &b);
-    qg_buf_free(&b);
-    qg_buf_free(&h);
+    send_error(r, status, &h, &b);
+}
+
+/* ---- quota signals (limit=, tokens=, unified=, credits=, error mode) ---- */
+
+/* The tokens a request uses against tokens=: prompt + the completion it will be answered with. */
+static int64_t req_tokens(const sim_req *r)
+{
+    return r->prompt + (r->ep == EP_EMBEDDINGS || r->ep == EP_COUNT_TOKENS ? 0 : r->total);
+}
+
+/* The 429 of a used-up token window, in the dialect's shape (openai-429-rate-limit.http,
+ * anthropic-429-rate-limit.http). */
+static void token_429_body(qg_buf *h, qg_buf *b, const sim_req *r)
+{
+    const sim_account *a = r->acct;
+    char msg[512], d[48];
+    if (r->ep >= EP_MESSAGES) {
+        snprintf(msg, sizeof msg, "This request would exceed the rate limit for your organization of %lld tokens per window "
+                                  "(simulated). Reduce the prompt or retry later.",
+                 (long long)a->toks.limit);
+        anthropic_error(h, b, r, "rate_limit_error", msg, NULL);
+        return;
+    }
+    go_duration(r->q.wait_ms, d, sizeof d);
+    snprintf(msg, sizeof msg, "Rate limit reached for %s in organization org-sim on tokens per window (simulated): Limit %lld, "
+                              "Used %lld, Requested %lld. Please try again in %s.",
+             r->model, (long long)a->toks.limit, (long long)r->q.tok_used, (long long)req_tokens(r), d);
+    error_body(b, false, "tokens", "rate_limit_exceeded", msg);
+}
+
+/* A window (limit= or tokens=) is used up: 429 with retry-after to its end and the headers
+ * showing it at 0; with unified=1 on the Anthropic dialect, anthropic-unified-429-rejected.http. */
+static void respond_window_429(sim_req *r)
+{
+    bool anthropic = r->ep >= EP_MESSAGES, unified = anthropic && r->acct->unified && !r->q.tok_refused;
+    qg_buf b, h;
+    qg_buf_init(&b, 0);
+    qg_buf_init(&h, 0);
+    qg_buf_appendf(&h, "retry-after: %lld\r\n", (long long)ceil_s(r->q.wait_ms));
+    quota_headers(&h, r, !r->q.tok_refused);
+    if (r->q.tok_refused) token_429_body(&h, &b, r);
+    else if (unified)
+        anthropic_error(&h, &b, r, "rate_limit_error", "This request would exceed your account's rate limit. Try again later (simulated).", NULL);
+    else
+        error_body(&b, anthropic, anthropic ? "rate_limit_error" : "requests", "rate_limit_exceeded",
+                   "Rate limit reached (simulated). Please try again later.");
+    send_error(r, 429, &h, &b);
+}
+
+/* credits=N: true once N requests succeeded (the prepaid credit never comes back). */
+static bool credits_gone(sim_account *a)
+{
+    return a->credits && atomic_load(&a->credits_used) >= a->credits;
+}
+
+/* Credit exhaustion: openai-429-insufficient-quota.http / anthropic-400-credit-balance.http. */
+static void respond_credits(sim_req *r)
+{
+    qg_buf b, h;
+    qg_buf_init(&b, 0);
+    qg_buf_init(&h, 0);
+    if (r->ep >= EP_MESSAGES) {
+        anthropic_error(&h, &b, r, "invalid_request_error",
+                        "Your credit balance is too low to access the Anthropic API. Buy credits or change your plan "
+                        "under Plans & Billing (simulated).", NULL);
+        send_error(r, 400, &h, &b);
+        return;
+    }
+    error_body(&b, false, "insufficient_quota", "insufficient_quota",
+               "You exceeded your current quota, please check your plan and billing details (simulated: credits used up).");
+    send_error(r, 429, &h, &b);
+}
+
+/* error mode: one builder per kind.  Each fills the head lines and the body, returns the
+ * status; `now` is the answer's epoch ms and `reset` (reset=DUR) puts the signal's reset at
+ * now + reset where the provider's answer has one. */
+typedef int (*kind_builder)(sim_req *r, qg_buf *h, qg_buf *b, int64_t now, int64_t reset);
+
+/* openai-429-rate-limit.http / anthropic-429-rate-limit.http: a token limit hit, no retry-after. */
+static int kind_rate_limit(sim_req *r, qg_buf *h, qg_buf *b, int64_t now, int64_t reset)
+{
+    const sim_account *a = r->acct;
+    int64_t reqs = a->reqs.limit ? a->reqs.limit : 10000;
+    char d[48], msg[512];
+    ratelimit_headers(h, r->ep >= EP_MESSAGES, reqs, r->q.req_remaining, r->q.req_reset_ms);
+    if (r->ep >= EP_MESSAGES) {
+        int64_t toks = a->toks.limit ? a->toks.limit : 2000000;
+        anthropic_bucket(h, "input-tokens", toks, 0, now + reset);
+        anthropic_bucket(h, "output-tokens", toks / 5, toks / 5, now);
+        anthropic_bucket(h, "tokens", toks + toks / 5, 0, now + reset);
+        snprintf(msg, sizeof msg, "This request would exceed the rate limit for your organization of %lld input tokens "
+                                  "per minute (simulated). Reduce the prompt or retry later.", (long long)toks);
+        anthropic_error(h, b, r, "rate_limit_error", msg, NULL);
+        return 429;
+    }
+    int64_t toks = a->toks.limit ? a->toks.limit : 200000;
+    token_headers(h, false, toks, 0, now, reset);
+    go_duration(reset, d, sizeof d);
+    snprintf(msg, sizeof msg, "Rate limit reached for %s in organization org-sim on tokens per min (TPM) (simulated): "
+                              "Limit %lld, Used %lld, Requested %lld. Please try again in %s.",
+             r->model, (long long)toks, (long long)toks, (long long)req_tokens(r), d);
+    error_body(b, false, "tokens", "rate_limit_exceeded", msg);
+    return 429;
+}
+
+/* codex-429-usage-limit.http: the ChatGPT plan's 5-hour window is used up.  Counted from the
+ * Date header's second: retry-after = resets_in_seconds = reset, Date + retry-after = resets_at. */
+static int kind_usage_limit(sim_req *r, qg_buf *h, qg_buf *b, int64_t now, int64_t reset)
+{
+    int64_t in = ceil_s(reset), at = now / 1000 + in;
+    int64_t week = ceil_s(QG_MAX(now + reset, period_end(r->w->sim->start_ms, SEVEN_DAYS_MS, now)));
+    qg_buf_appendf(h, "retry-after: %lld\r\nx-codex-primary-used-percent: 100.0\r\nx-codex-primary-window-minutes: 300\r\n"
+                      "x-codex-primary-reset-at: %lld\r\nx-codex-secondary-used-percent: 41.0\r\n"
+                      "x-codex-secondary-window-minutes: 10080\r\nx-codex-secondary-reset-at: %lld\r\n",
+                   (long long)in, (long long)at, (long long)week);
+    qg_buf_appendf(b, "{\"error\":{\"type\":\"usage_limit_reached\",\"message\":\"You have reached the usage limit of your "
+                      "plan for this window (simulated).\",\"plan_type\":\"plus\",\"resets_at\":%lld,\"resets_in_seconds\":%lld}}",
+                   (long long)at, (long long)in);
+    return 429;
+}
+
+/* anthropic-429-spend-limit.http: the tier's monthly spend cap, no retry-after. */
+static int kind_spend_limit(sim_req *r, qg_buf *h, qg_buf *b, int64_t now, int64_t reset)
+{
+    (void)now, (void)reset;
+    anthropic_error(h, b, r, "rate_limit_error",
+                    "Your organization has reached the monthly spend limit of its usage tier (simulated). Access resumes "
+                    "at the start of next month or when you move to a higher tier.",
+                    ",\"details\":{\"error_code\":\"enforced_spend_limit_reached\"}");
+    return 429;
+}
+
+/* OpenAI's billing hard limit: insufficient_quota's shape with code billing_hard_limit_reached. */
+static int kind_billing(sim_req *r, qg_buf *h, qg_buf *b, int64_t now, int64_t reset)
+{
+    (void)r, (void)h, (void)now, (void)reset;
+    error_body(b, false, "insufficient_quota", "billing_hard_limit_reached",
+               "Billing hard limit has been reached (simulated). Check your plan and billing details.");
+    return 429;
+}
+
+/* openrouter-402-key-limit.http: the key's credit limit for the period. */
+static int kind_or_402(sim_req *r, qg_buf *h, qg_buf *b, int64_t now, int64_t reset)
+{
+    (void)r, (void)h, (void)now, (void)reset;
+    qg_buf_puts(b, "{\"error\":{\"code\":402,\"message\":\"This API key has used its credit limit for the current period "
+                   "(simulated).\",\"metadata\":{\"limit_source\":\"openrouter_key_limit\",\"remedy_hint\":\"Raise the key's "
+                   "credit limit or wait for its limit_reset.\"}}}");
+    return 402;
+}
+
+/* openrouter-429-free-daily.http: the free-model daily allowance; X-RateLimit-Reset in epoch ms. */
+static int kind_or_free_daily(sim_req *r, qg_buf *h, qg_buf *b, int64_t now, int64_t reset)
+{
+    (void)r;
+    long long at = (long long)(now + reset);
+    qg_buf_appendf(h, "X-RateLimit-Limit: 50\r\nX-RateLimit-Remaining: 0\r\nX-RateLimit-Reset: %lld\r\n", at);
+    qg_buf_appendf(b, "{\"error\":{\"message\":\"Rate limit exceeded: free-models-per-day (simulated). Buy at least 10 "
+                      "credits to raise the daily free-model allowance to 1000 requests.\",\"code\":429,\"metadata\":"
+                      "{\"headers\":{\"X-RateLimit-Limit\":\"50\",\"X-RateLimit-Remaining\":\"0\",\"X-RateLimit-Reset\":"
+                      "\"%lld\"},\"provider_name\":null}},\"user_id\":\"user_sim\"}",
+                   at);
+    return 429;
+}
+
+/* gemini-429-daily.json: a per-day quota; retryDelay (and the message's hint) = reset. */
+static int kind_gemini_daily(sim_req *r, qg_buf *h, qg_buf *b, int64_t now, int64_t reset)
+{
+    (void)r, (void)h, (void)now;
+    char d[48];
+    pb_duration(reset, d, sizeof d);
+    qg_buf_appendf(b, "{\"error\":{\"code\":429,\"message\":\"Quota exceeded for your current plan (simulated).\\n* Quota "
+                      "exceeded for metric: generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: "
+                      "250, model: gemini-2.5-flash\\nPlease retry in %s.\",\"status\":\"RESOURCE_EXHAUSTED\",\"details\":"
+                      "[{\"@type\":\"type.googleapis.com/google.rpc.QuotaFailure\",\"violations\":[{\"quotaMetric\":"
+                      "\"generativelanguage.googleapis.com/generate_content_free_tier_requests\",\"quotaId\":"
+                      "\"GenerateRequestsPerDayPerProjectPerModel-FreeTier\",\"quotaDimensions\":{\"model\":"
+                      "\"gemini-2.5-flash\",\"location\":\"global\"},\"quotaValue\":\"250\"}]},{\"@type\":"
+                      "\"type.googleapis.com/google.rpc.RetryInfo\",\"retryDelay\":\"%s\"}]}}",
+                   d, d);
+    return 429;
+}
+
+/* anthropic-529-overloaded.http: provider-wide overload. */
+static int kind_overloaded(sim_req *r, qg_buf *h, qg_buf *b, int64_t now, int64_t reset)
+{
+    (void)now, (void)reset;
+    anthropic_error(h, b, r, "overloaded_error", "Overloaded", NULL);
+    return 529;
+}
+
+/* The dialect's error shape: Anthropic's (with request_id) or OpenAI's. */
+static void dialect_error(sim_req *r, qg_buf *h, qg_buf *b, const char *atype, const char *otype, const char *code,
+                          const char *msg)
+{
+    if (r->ep >= EP_MESSAGES) anthropic_error(h, b, r, atype, msg, NULL);
+    else error_body(b, false, otype, code, msg);
+}
+
+static int kind_unavailable(sim_req *r, qg_buf *h, qg_buf *b, int64_t now, int64_t reset)
+{
+    (void)now, (void)reset;
+    dialect_error(r, h, b, "api_error", "server_error", "service_unavailable",
+                  "The service is temporarily unavailable (simulated). Please retry.");
+    return 503;
+}
+
+static int kind_auth(sim_req *r, qg_buf *h, qg_buf *b, int64_t now, int64_t reset)
+{
+    (void)now, (void)reset;
+    if (r->ep >= EP_MESSAGES) anthropic_error(h, b, r, "authentication_error", "invalid x-api-key (simulated)", NULL);
+    else error_body(b, false, "invalid_request_error", "invalid_api_key", "Incorrect API key provided (simulated).");
+    return 401;
+}
+
+static int kind_forbidden(sim_req *r, qg_buf *h, qg_buf *b, int64_t now, int64_t reset)
+{
+    (void)now, (void)reset;
+    dialect_error(r, h, b, "permission_error", "permission_error", "permission_denied",
+                  "Your API key does not have permission to use the specified resource (simulated).");
+    return 403;
+}
+
+static const kind_builder kind_builders[] = {
+    [KIND_RATE_LIMIT] = kind_rate_limit,       [KIND_USAGE_LIMIT] = kind_usage_limit, [KIND_SPEND_LIMIT] = kind_spend_limit,
+    [KIND_BILLING] = kind_billing,             [KIND_OR_402] = kind_or_402,           [KIND_OR_FREE_DAILY] = kind_or_free_daily,
+    [KIND_GEMINI_DAILY] = kind_gemini_daily,   [KIND_OVERLOADED] = kind_overloaded,   [KIND_UNAVAILABLE] = kind_unavailable,
+    [KIND_AUTH] = kind_auth,                   [KIND_FORBIDDEN] = kind_forbidden,
+};
+
+/* error mode: the account's kind=K answer (counted in `errors`, connection kept). */
+static void respond_kind(sim_req *r)
+{
+    qg_buf b, h;
+    qg_buf_init(&b, 0);
+    qg_buf_init(&h, 0);
+    int status = kind_builders[r->acct->kind](r, &h, &b, qg_now_ms(), r->acct->reset_ms);
+    send_error(r, status, &h, &b);
 }
 
 static void usage_json(qg_buf *b, const sim_req *r)
@@ -397,7 +849,10 @@ static void account_settle(sim_req *r, sim_outcome how)
     atomic_fetch_add(&a->cached_tokens, r->cached);
     atomic_fetch_add(&a->completion_tokens, r->sent);
     switch (how) {
-    case OUT_OK: atomic_fetch_add(&a->ok, 1); break;
+    case OUT_OK:
+        atomic_fetch_add(&a->ok, 1);
+        if (a->credits) atomic_fetch_add(&a->credits_used, 1);
+        break;
     case OUT_CUT: atomic_fetch_add(&a->cut, 1); break;
     case OUT_ERROR_EVENT: atomic_fetch_add(&a->error_events, 1); break;
     case OUT_TOKENS_ONLY: break;
@@ -547,6 +1002,7 @@ static void stream_pump(sim_req *r)
             qg_buf h;
             qg_buf_init(&h, 0);
             qg_buf_puts(&h, "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n");
+            if (has_quota(r->acct)) quota_headers(&h, r, false);
             qg_buf_append(&h, r->head_extra.data, r->head_extra.len);
             qg_conn_start(r->c, 200, h.data, h.len, r->acct->close_delimited ? QG_UNTIL_CLOSE : -1);
             qg_buf_free(&h);
@@ -607,14 +1063,16 @@ static void respond_full(sim_req *r)
     qg_buf_init(&b, 0);
     qg_buf_init(&h, 0);
     full_body(&b, r);
-    ratelimit_headers(&h, r->ep >= EP_MESSAGES, r->acct->limit_requests ? r->acct->limit_requests : 10000,
-                      r->rl_remaining, r->rl_reset_ms);
+    quota_headers(&h, r, false);
     qg_buf_append(&h, r->head_extra.data, r->head_extra.len);
     if (r->fault == FAULT_CUT || r->fault == FAULT_STALL) {
         /* promise the whole body, deliver half, then close (cut) or go silent (stall) */
-        char ct[1200];
-        int n = snprintf(ct, sizeof ct, "Content-Type: application/json\r\n%.*s", (int)h.len, h.data);
-        qg_conn_start(r->c, 200, ct, (size_t)n, (int64_t)b.len);
+        qg_buf ct;
+        qg_buf_init(&ct, 0);
+        qg_buf_puts(&ct, "Content-Type: application/json\r\n");
+        qg_buf_append(&ct, h.data, h.len);
+        qg_conn_start(r->c, 200, ct.data, ct.len, (int64_t)b.len);
+        qg_buf_free(&ct);
         r->headers_sent = true;
         r->sent = r->total / 2;
         if (r->fault == FAULT_STALL) {
@@ -746,6 +1204,12 @@ static bool parse_body(sim_req *r, const qg_buf *body)
     return true;
 }
 
+/* Behaviours that answer with content (and so use tokens= tokens): all but the error answers and hang. */
+static bool answers_normally(sim_mode beh, bool stream)
+{
+    return beh == SIM_OK || beh == SIM_SLOW || beh == SIM_CUT || beh == SIM_STALL || (beh == SIM_ERROR_EVENT && stream);
+}
+
 static void on_request(qg_conn *c, const qg_http_msg *m, qg_buf *body)
 {
     sim_worker *w = c->srv->app;
@@ -796,6 +1260,8 @@ static void on_request(qg_conn *c, const qg_http_msg *m, qg_buf *body)
         beh = SIM_OK;
     } else if (beh == SIM_EARLY) {
         beh = SIM_OK; /* only a server without on_head gets here: answer normally */
+    } else if (beh == SIM_ERROR && a->times_set && !drop_take(a)) {
+        beh = SIM_OK; /* error mode with times=N: the first N requests only */
     }
     if (beh == SIM_DROP) { /* the whole request was read: close without a byte */
         atomic_fetch_add(&a->dropped, 1);
@@ -813,11 +1279,19 @@ static void on_request(qg_conn *c, const qg_http_msg *m, qg_buf *body)
     r->reasoning = strstr(r->model, "reason") ? r->total / 4 : 0;
     if (r->ep == EP_EMBEDDINGS || r->ep == EP_COUNT_TOKENS) r->stream = false, r->cached = 0;
     bool anthropic = r->ep >= EP_MESSAGES;
-    int64_t wait = window_admit(a, &r->rl_remaining, &r->rl_reset_ms);
-    if (wait > 0 || beh == SIM_429) {
-        int ra = wait > 0 ? (int)((wait + 999) / 1000) : retry_after;
+    if (credits_gone(a)) {
+        respond_credits(r);
+        req_free(r);
+        return;
+    }
+    quota_admit(a, answers_normally(beh, r->stream) ? req_tokens(r) : 0, &r->q);
+    if (r->q.wait_ms > 0) {
+        respond_window_429(r);
+    } else if (beh == SIM_429) {
         respond_error(r, 429, anthropic ? "rate_limit_error" : "requests", "rate_limit_exceeded",
-                      "Rate limit reached (simulated). Please try again later.", ra);
+                      "Rate limit reached (simulated). Please try again later.", retry_after);
+    } else if (beh == SIM_ERROR) {
+        respond_kind(r);
     } else if (beh == SIM_500 || (beh == SIM_ERROR_EVENT && !r->stream)) {
         respond_error(r, 500, anthropic ? "api_error" : "server_error", "server_error", "The server had an error (simulated).", 0);
     } else if (beh == SIM_INSUFFICIENT) {
@@ -943,12 +1417,20 @@ static void usage(FILE *f)
           "            stall (half the response, then silence on an open connection),\n"
           "            hang (read the request, never answer),\n"
           "            chaos (per request one of ok 40%, 429, 500, cut, error_event,\n"
-          "                   stall, hang, slow, drop; seed=N)\n"
+          "                   stall, hang, slow, drop; seed=N),\n"
+          "            error (a provider quota/failure answer, kind=K: rate_limit,\n"
+          "                   usage_limit, spend_limit, billing, or_402, or_free_daily,\n"
+          "                   gemini_daily, overloaded, unavailable, auth, forbidden;\n"
+          "                   every request, or the first times=N, then ok)\n"
           "     options: retry_after=S (429), delay=DUR (slow), limit=N/DUR, balance=X,\n"
-          "              times=N (drop), status=N (early), seed=N (chaos),\n"
+          "              times=N (drop, error), status=N (early), seed=N (chaos),\n"
           "              framing=close (streams end by closing, no chunked), echo=1\n"
           "              (x-sim-saw: the request's header names), hop=1 (answers carry\n"
-          "              Connection: x-sim-hop and X-Sim-Hop)\n"
+          "              Connection: x-sim-hop and X-Sim-Hop),\n"
+          "              tokens=N/DUR (token limit per window; 429 past it), unified=1\n"
+          "              (Anthropic: unified 5h/7d headers from limit=), credits=N\n"
+          "              (N successful requests, then credit exhaustion), kind=K and\n"
+          "              reset=DUR (error; the signal's reset, default 1h)\n"
           "Endpoints: the OpenAI and Anthropic APIs, GET /user/balance (DeepSeek),\n"
           "GET /api/v1/key (OpenRouter), GET /sim/stats, GET /healthz.  See docs/sim.md.\n",
           f);
@@ -976,6 +1458,7 @@ int qg_sim_main(int argc, char **argv)
     s.chunks = 8;
     s.idle_close_ms = 120000;
     s.seed = 1;
+    s.start_ms = qg_now_ms();
     pthread_mutex_init(&s.accounts_mu, NULL);
     static const struct option opts[] = {
         {"listen", 1, 0, 'l'}, {"workers", 1, 0, 'w'}, {"chunks", 1, 0, 'n'}, {"chunk-delay", 1, 0, 'd'},
