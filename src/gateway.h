@@ -6,13 +6,15 @@
  * orchestrates start-up and shutdown.  See docs/architecture.md.
  *
  * Ownership: the qg_gateway owns the immutable config, key table and router, which every
- * worker reads without locks.  Each qg_worker owns its loop, server, upstream pools,
+ * worker reads without locks, and the account table, whose quota state every worker
+ * updates with atomics (quota.h).  Each qg_worker owns its loop, server, upstream pools,
  * rotation cursors and every in-flight request (qg_exchange); nothing a worker owns is
  * touched by another thread.
  */
 #ifndef QG_GATEWAY_H
 #define QG_GATEWAY_H
 
+#include "accounts.h"
 #include "config.h"
 #include "keys.h"
 #include "ledger.h"
@@ -42,6 +44,7 @@ typedef struct qg_worker {
     qg_notify dns_notify;      /* resolver replies */
     qg_upstream **ups;         /* [n_providers] */
     uint32_t *cursors;         /* router rotation cursors */
+    qg_rank_cache *ranks;      /* router score caches, one per route */
     char scratch[QG_SCRATCH_SIZE];
     qg_buf stage;              /* forwarded SSE events of one upstream read */
     qg_timer ledger_timer;     /* retries rows that found the ledger ring full */
@@ -55,6 +58,7 @@ struct qg_gateway {
     qg_config *cfg;
     qg_keytab keys;
     qg_router router;
+    qg_accounts accounts;      /* upstream accounts' quota state, shared (atomics) */
     qg_api *api;
     qg_ledger *ledger;
     qg_resolver *resolver;

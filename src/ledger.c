@@ -73,7 +73,7 @@
 #define LEDGER_MAX_RANGES 65536
 #define RANGES_COST_RATIO 32
 
-enum { MSG_ROW = 1, MSG_QUERY = 2 };
+enum { MSG_ROW = 1, MSG_QUERY = 2, MSG_STATE = 3 };
 
 typedef struct ledger_msg {
     int kind;
@@ -84,6 +84,15 @@ typedef struct {
     ledger_msg m;
     qg_ledger_row row;
 } row_msg;
+
+/* An account's quota state (quota.h's text form), upserted into account_state. */
+typedef struct {
+    ledger_msg m;
+    char account[64];
+    int64_t ts_ms;
+    size_t len;
+    char text[];
+} state_msg;
 
 /* One distinct (minute, key, account, provider, model) of a batch, summed while the batch
  * is inserted.  The names are the first such row's (alive until the batch is committed). */
@@ -123,7 +132,7 @@ struct qg_ledger {
     ledger_worker *w;           /* [n_workers] */
     /* writer */
     sqlite3 *db;
-    sqlite3_stmt *insert, *update, *upsert;
+    sqlite3_stmt *insert, *update, *upsert, *state;
     minute_agg *agg;            /* writer-owned: this batch's combinations, [agg_cap] */
     size_t agg_cap, n_agg, last_agg;
     uint32_t *slots;            /* open addressing over agg (index + 1; 0 empty), [slots_cap] */
@@ -170,7 +179,10 @@ static const char schema_tables[] =
     " model TEXT NOT NULL, requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,"
     " completion_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL,"
     " min_id INTEGER NOT NULL, max_id INTEGER NOT NULL,"
-    " PRIMARY KEY(minute, key_name, account, provider, model));";
+    " PRIMARY KEY(minute, key_name, account, provider, model));"
+    /* the quota engine's per-account state (quota.h's text form), the latest per account */
+    "CREATE TABLE IF NOT EXISTS account_state ("
+    " account TEXT PRIMARY KEY, data TEXT NOT NULL, updated_ms INTEGER NOT NULL);";
 static const char schema_summary_indexes[] =
     "CREATE INDEX IF NOT EXISTS ledger_minute_key ON ledger_minute(key_name, minute);"
     "CREATE INDEX IF NOT EXISTS ledger_minute_account ON ledger_minute(account, minute);"
@@ -209,6 +221,10 @@ static const char upsert_sql[] =
     "prompt_tokens=prompt_tokens+excluded.prompt_tokens,completion_tokens=completion_tokens+excluded.completion_tokens,"
     "cached_tokens=cached_tokens+excluded.cached_tokens,reasoning_tokens=reasoning_tokens+excluded.reasoning_tokens,"
     "min_id=min(min_id,excluded.min_id),max_id=max(max_id,excluded.max_id)";
+
+static const char state_sql[] =
+    "INSERT INTO account_state(account,data,updated_ms) VALUES(?1,?2,?3)"
+    " ON CONFLICT(account) DO UPDATE SET data=excluded.data,updated_ms=excluded.updated_ms";
 
 static const char insert_sql[] =
     "INSERT INTO ledger(ts_ms,request_id,key_name,provider,account,model,endpoint,stream,status,error,"
@@ -252,6 +268,18 @@ static int insert_row(qg_ledger *l, const qg_ledger_row *r)
     sqlite3_bind_double(st, 18, r->ttfb_ms);
     sqlite3_bind_double(st, 19, r->total_ms);
     return sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+}
+
+static int save_state(qg_ledger *l, const state_msg *m)
+{
+    sqlite3_stmt *st = l->state;
+    sqlite3_reset(st);
+    sqlite3_bind_text(st, 1, m->account, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, m->text, (int)m->len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, m->ts_ms);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : -1;
 }
 
 /* Starts the aggregation of a batch of n rows (every attempt starts afresh). */
@@ -363,15 +391,21 @@ static void flush_pending(qg_ledger *l)
     if (!l->pending) return;
     if (sqlite3_exec(l->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) goto fail;
     agg_begin(l, l->n_pending);
+    int64_t rows = 0;
     for (ledger_msg *m = l->pending; m; m = m->next) {
+        if (m->kind == MSG_STATE) {
+            if (save_state(l, (state_msg *)m) < 0) goto rollback;
+            continue;
+        }
         const qg_ledger_row *r = &((row_msg *)m)->row;
         if (insert_row(l, r) < 0) goto rollback;
         agg_add(l, r, sqlite3_last_insert_rowid(l->db));
+        rows++;
     }
     if (upsert_minutes(l) < 0) goto rollback;
     if (sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) goto rollback;
     sqlite3_reset(l->insert);
-    atomic_fetch_add(&l->rows_written, (int64_t)l->n_pending);
+    atomic_fetch_add(&l->rows_written, rows);
     for (int w = 0; w < l->n_workers; w++) {
         ledger_worker *lw = &l->w[w];
         if (!lw->uncommitted) continue;
@@ -942,6 +976,7 @@ static void ledger_free(qg_ledger *l)
     if (l->insert) sqlite3_finalize(l->insert);
     if (l->update) sqlite3_finalize(l->update);
     if (l->upsert) sqlite3_finalize(l->upsert);
+    if (l->state) sqlite3_finalize(l->state);
     free(l->agg);
     free(l->slots);
     if (l->rdb) sqlite3_close(l->rdb);
@@ -983,7 +1018,8 @@ qg_ledger *qg_ledger_open(const char *path, int64_t flush_ms, int n_workers, cha
     if (setup_schema(l->db, path, err, errlen) < 0) goto fail;
     if (sqlite3_prepare_v2(l->db, insert_sql, -1, &l->insert, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(l->db, update_sql, -1, &l->update, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(l->db, upsert_sql, -1, &l->upsert, NULL) != SQLITE_OK) {
+        sqlite3_prepare_v2(l->db, upsert_sql, -1, &l->upsert, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(l->db, state_sql, -1, &l->state, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "store: %s", sqlite3_errmsg(l->db));
         goto fail;
     }
@@ -1060,17 +1096,15 @@ size_t qg_ledger_backlog(qg_ledger *l, int w) { return atomic_load_explicit(&l->
 
 bool qg_ledger_accepting(qg_ledger *l, int w) { return qg_ledger_backlog(l, w) < LEDGER_MAX_BACKLOG; }
 
-void qg_ledger_submit(qg_ledger *l, int w, qg_ledger_row *row)
+static void post_msg(qg_ledger *l, int w, ledger_msg *m)
 {
     ledger_worker *lw = &l->w[w];
-    row_msg *m = (row_msg *)((char *)row - offsetof(row_msg, row));
-    m->m.kind = MSG_ROW;
     /* Keep order: while older rows wait in overflow, newer ones queue behind them. */
-    if (lw->overflow_head || !qg_mailbox_post(&l->mb, w, &m->m, false)) {
-        m->m.next = NULL;
-        if (lw->overflow_tail) lw->overflow_tail->next = &m->m;
-        else lw->overflow_head = &m->m;
-        lw->overflow_tail = &m->m;
+    if (lw->overflow_head || !qg_mailbox_post(&l->mb, w, m, false)) {
+        m->next = NULL;
+        if (lw->overflow_tail) lw->overflow_tail->next = m;
+        else lw->overflow_head = m;
+        lw->overflow_tail = m;
         size_t backlog = atomic_load_explicit(&lw->backlog, memory_order_relaxed) + 1;
         atomic_store_explicit(&lw->backlog, backlog, memory_order_relaxed);
         count_submitted(lw);
@@ -1081,6 +1115,46 @@ void qg_ledger_submit(qg_ledger *l, int w, qg_ledger_row *row)
     count_submitted(lw);
     /* Past half full, do not wait for the timer. */
     if (qg_ring_size(&l->mb.to_service[w]) > LEDGER_RING / 2) qg_mailbox_wake(&l->mb);
+}
+
+void qg_ledger_submit(qg_ledger *l, int w, qg_ledger_row *row)
+{
+    row_msg *m = (row_msg *)((char *)row - offsetof(row_msg, row));
+    m->m.kind = MSG_ROW;
+    post_msg(l, w, &m->m);
+}
+
+void qg_ledger_save_state(qg_ledger *l, int w, const char *account, const char *text, size_t n, int64_t now_ms)
+{
+    state_msg *m = qg_xmalloc(sizeof *m + n + 1);
+    memset(m, 0, sizeof *m);
+    m->m.kind = MSG_STATE;
+    qg_strlcpy(m->account, account, sizeof m->account);
+    m->ts_ms = now_ms;
+    m->len = n;
+    memcpy(m->text, text, n);
+    m->text[n] = 0;
+    post_msg(l, w, &m->m);
+}
+
+int qg_ledger_load_states(const char *path, qg_state_cb cb, void *ud, char *err, size_t errlen)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int n = 0;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "SELECT account,data FROM account_state", -1, &st, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "store: %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
+        sqlite3_close(db);
+        return -1;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *a = (const char *)sqlite3_column_text(st, 0), *d = (const char *)sqlite3_column_text(st, 1);
+        if (a && d) cb(ud, a, d, (size_t)sqlite3_column_bytes(st, 1)), n++;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
 }
 
 void qg_ledger_query(qg_ledger *l, int w, qg_usage_query *q, qg_ledger_result_cb cb, void *ud)
@@ -1159,7 +1233,8 @@ void qg_ledger_close(qg_ledger *l)
     l->insert = NULL;
     sqlite3_finalize(l->update);
     sqlite3_finalize(l->upsert);
-    l->update = l->upsert = NULL;
+    sqlite3_finalize(l->state);
+    l->update = l->upsert = l->state = NULL;
     sqlite3_exec(l->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
     ledger_free(l);
 }

@@ -91,6 +91,13 @@ void qg_ledger_row_free(qg_ledger_row *row);
 /* Worker side: takes ownership of a heap row.  Never blocks; if the ring is full the row
  * waits in the worker's overflow list until qg_ledger_retry. */
 void qg_ledger_submit(qg_ledger *l, int worker, qg_ledger_row *row);
+/* Worker side: saves an account's quota state (quota.h's text form) through the writer,
+ * in order with the rows (an upsert into table account_state, the latest per account). */
+void qg_ledger_save_state(qg_ledger *l, int worker, const char *account, const char *text, size_t n, int64_t now_ms);
+/* Start-up (before the workers run; opens its own read-only connection): calls cb for every
+ * saved account state.  Returns how many, or -1 with err set. */
+typedef void (*qg_state_cb)(void *ud, const char *account, const char *text, size_t n);
+int qg_ledger_load_states(const char *path, qg_state_cb cb, void *ud, char *err, size_t errlen);
 /* Worker side: re-posts overflowed rows (call from a timer); returns how many still wait.
  * While rows wait, logs a warning with the count at most once per 10 s per worker. */
 size_t qg_ledger_retry(qg_ledger *l, int worker);

@@ -20,6 +20,7 @@
 #include "api.h"
 
 #include "dialect.h"
+#include "errclass.h"
 #include "jscan.h"
 #include "retry.h"
 #include "sse.h"
@@ -84,6 +85,16 @@ typedef struct {
     qg_buf resp_body;             /* non-stream body copy for usage */
     int64_t t_start_us, t_first_us;
     qg_ledger_row *row;
+    /* quota */
+    const qg_model_cfg *model;    /* prices and weight, NULL if unconfigured */
+    qg_qamount est;               /* reserved per attempt */
+    qg_qresv resv;                /* this attempt's reservation on its account */
+    qg_rl_snapshot snap;          /* this attempt's rate-limit headers */
+    bool holding;                 /* an error answer is being read before deciding */
+    int held_status;
+    int64_t held_len;             /* its Content-Length, -1 if none */
+    qg_buf held_head;             /* its head, ready for the client if relayed */
+    qg_buf err_body;              /* its body, at most QG_ERROR_BODY_MAX */
 } qg_exchange;
 
 static void start_attempt(qg_exchange *ex, int target);
@@ -139,6 +150,20 @@ static void settle_usage(qg_exchange *ex)
     if (!r->usage_source[0]) copy_field(r->usage_source, sizeof r->usage_source, "none");
 }
 
+/* The account's side of the ledger row: what the call consumed, counted into its buckets
+ * in place of the estimate.  An attempt that ended in a classified error was released
+ * when it failed; one still open here was made (the provider counts it). */
+static void settle_account(qg_exchange *ex)
+{
+    if (!ex->resv.a) return;
+    qg_qamount actual;
+    qg_quota_cost(ex->model, ex->row->prompt_tokens, ex->row->completion_tokens, &actual);
+    int64_t now = qg_now_ms();
+    qg_qacct *q = ex->resv.a;
+    qg_quota_settle(&ex->resv, &actual, now);
+    qg_accounts_save(ex->w->gw->ledger, ex->w->id, q, now, false);
+}
+
 static void exchange_free(qg_exchange *ex)
 {
     qg_worker *w = ex->w;
@@ -156,8 +181,10 @@ static void exchange_free(qg_exchange *ex)
             copy_field(ex->row->account, sizeof ex->row->account, ex->target->a->name);
         }
         settle_usage(ex);
+        settle_account(ex);
         qg_ledger_submit(w->gw->ledger, w->id, ex->row);
     }
+    qg_quota_release(&ex->resv); /* no row: no request was made */
     if (ex->c) ex->c->req_ud = NULL;
     qg_defer_cancel(w->loop, &ex->flush);
     qg_defer_cancel(w->loop, &ex->retry);
@@ -165,6 +192,8 @@ static void exchange_free(qg_exchange *ex)
     qg_buf_free(&ex->fwd);
     qg_buf_free(&ex->up_head);
     qg_buf_free(&ex->resp_body);
+    qg_buf_free(&ex->held_head);
+    qg_buf_free(&ex->err_body);
     qg_sse_free(&ex->parser);
     w->n_exchanges--;
     free(ex);
@@ -212,18 +241,45 @@ static void finish_broken(qg_exchange *ex, const char *why)
 
 static void retry_later_cb(qg_deferred *d);
 static void flush_head_cb(qg_deferred *d);
+static void no_account(qg_exchange *ex, const qg_pick *pk);
 
 /* After a failed attempt: the next account, or the client's error. */
 static void continue_or_fail(qg_exchange *ex, qg_attempt_action act)
 {
-    int t = act == QG_ATTEMPT_NEXT ? qg_route_pick(ex->route, ex->w->cursors, ex->tried, ex->attempts) : -1;
+    qg_pick pk = {ex->tried, ex->attempts, &ex->est, qg_now_ms(), 0, 0};
+    int t = act == QG_ATTEMPT_NEXT ? qg_route_choose(ex->route, ex->w->cursors, ex->w->ranks, &pk, &ex->resv) : -1;
     if (t >= 0) {
         start_attempt(ex, t);
         return;
     }
+    if (ex->failures.last_status == 429 || (pk.skipped && !ex->attempts)) {
+        /* quota, not failure: tell the client when the first account is usable again */
+        if (ex->attempts) pk.until = qg_route_usable_at(ex->route, &ex->est, pk.now);
+        if (pk.until > pk.now || !ex->attempts) {
+            no_account(ex, &pk);
+            return;
+        }
+    }
     qg_client_error e;
     qg_attempts_error(&ex->failures, &e);
     finish_error(ex, e.status, e.code, e.message, e.retry_after_s);
+}
+
+/* Every account left for the model is spent, cooling or disabled: 503 with Retry-After =
+ * when the first becomes usable (SPEC §3), and no upstream call. */
+static void no_account(qg_exchange *ex, const qg_pick *pk)
+{
+    char msg[320], when[48] = "";
+    int retry = 0;
+    if (pk->until > pk->now) {
+        retry = (int)QG_MIN((pk->until - pk->now + 999) / 1000, (int64_t)86400 * 31);
+        qg_format_rfc3339(pk->until, when, sizeof when);
+        snprintf(msg, sizeof msg, "every account that serves %s is depleted, cooling down or disabled; the first becomes usable at %s",
+                 ex->row->model, when);
+    } else {
+        snprintf(msg, sizeof msg, "every account that serves %s is depleted, cooling down or disabled", ex->row->model);
+    }
+    finish_error(ex, 503, "no_account_available", msg, retry);
 }
 
 /* RFC 9110 §7.6.1: hop-by-hop headers, and any the Connection header names, stay here. */
@@ -247,44 +303,103 @@ static void build_response_head(qg_exchange *ex, const qg_http_msg *resp, qg_buf
     qg_buf_puts(h, "\r\n");
 }
 
-static void on_up_head(void *ud, const qg_http_msg *resp)
+/* The response starts reaching the client: its head now, the body as it comes. */
+static void begin_relay(qg_exchange *ex, int status, const qg_buf *head, int64_t len, bool sse)
 {
-    qg_exchange *ex = ud;
-    ex->t_first_us = qg_mono_us();
-    qg_attempt_action act = qg_after_attempt(resp->status, QG_UPERR_NONE, false, ex->attempts, ex->w->gw->cfg->limits.retry_attempts);
-    if (act != QG_ATTEMPT_RELAY) {
-        int64_t delay = 0;
-        qg_slice ra = qg_http_header(resp, "retry-after");
-        if (!ra.p || qg_parse_retry_after(ra, qg_now_ms(), &delay) < 0) delay = 0;
-        qg_attempt_log_add(&ex->failures, resp->status, QG_UPERR_NONE, delay);
-        ex->pending = act;
-        qg_upconn_abort(ex->u);
-        ex->u = NULL;
-        /* Not from inside the upstream's callback: continue after this loop iteration. */
-        qg_defer(ex->w->loop, &ex->retry, retry_later_cb, ex);
-        return;
-    }
     ex->started = true;
-    ex->status = ex->relayed_status = resp->status;
-    qg_slice ct = qg_http_header(resp, "content-type");
-    ex->sse = ct.n >= 17 && strncasecmp(ct.p, "text/event-stream", 17) == 0;
-    qg_buf h;
-    qg_buf_init(&h, 0);
-    build_response_head(ex, resp, &h);
-    int64_t len = -1;
-    if (!ex->sse && !resp->chunked && resp->content_length >= 0) len = resp->content_length;
-    qg_conn_start(ex->c, resp->status, h.data, h.len, len);
-    qg_buf_free(&h);
+    ex->status = ex->relayed_status = status;
+    ex->sse = sse;
+    qg_conn_start(ex->c, status, head->data, head->len, len);
     if (ex->sse) {
         qg_sse_init(&ex->parser, ex->w->gw->cfg->limits.max_sse_event);
         qg_usage_stream_init(&ex->us, ex->ep->dialect);
-    } else if (resp->status < 300) {
+    } else if (status < 300) {
         qg_buf_init(&ex->resp_body, USAGE_BODY_CAP);
     }
     /* The body is no longer needed for retries. */
     qg_buf_free(&ex->body);
     qg_buf_free(&ex->fwd);
     qg_buf_free(&ex->up_head);
+}
+
+/* The attempt failed with verdict v: the account learns why, the reservation ends, and
+ * the request moves on (after this loop iteration, not inside the upstream's callback). */
+static void attempt_failed(qg_exchange *ex, int status, qg_uperr err, const qg_error_verdict *v, qg_attempt_action act)
+{
+    int64_t now = qg_now_ms();
+    qg_qacct *q = ex->target->q;
+    if (q) {
+        qg_quota_on_failure(q, v, now);
+        qg_accounts_save(ex->w->gw->ledger, ex->w->id, q, now, true);
+    }
+    qg_quota_release(&ex->resv);
+    /* a quota answer of any status reads to the client like a 429 from every account */
+    bool quota = v->cls == QG_EC_RATE_LIMITED || v->cls == QG_EC_WINDOW_EXHAUSTED || v->cls == QG_EC_CREDITS_EXHAUSTED ||
+                 v->cls == QG_EC_SPEND_CAPPED;
+    qg_attempt_log_add(&ex->failures, quota ? 429 : status, err, v->until_ms > now ? v->until_ms - now : 0);
+    ex->pending = act;
+    qg_defer(ex->w->loop, &ex->retry, retry_later_cb, ex);
+}
+
+/* A held error answer is complete (or too long to hold): classify it, then relay it or
+ * move on.  Returns true when the exchange continues with a relay. */
+static bool decide_held(qg_exchange *ex, bool complete)
+{
+    qg_error_verdict v;
+    qg_classify_error(ex->held_status, &ex->snap, ex->err_body.data, ex->err_body.len, qg_now_ms(), &v);
+    qg_attempt_action act = qg_after_verdict(v.cls, ex->attempts, ex->w->gw->cfg->limits.retry_attempts);
+    ex->holding = false;
+    if (act == QG_ATTEMPT_RELAY) {
+        begin_relay(ex, ex->held_status, &ex->held_head, ex->held_len, false);
+        if (ex->err_body.len) qg_conn_send(ex->c, ex->err_body.data, ex->err_body.len);
+        qg_buf_free(&ex->err_body);
+        if (complete) {
+            qg_conn_end(ex->c);
+            exchange_free(ex);
+            return false;
+        }
+        return true;
+    }
+    if (!complete && ex->u) qg_upconn_abort(ex->u);
+    ex->u = NULL;
+    attempt_failed(ex, ex->held_status, QG_UPERR_NONE, &v, act);
+    return false;
+}
+
+/* An error status: read its body (bounded) before deciding, so the classification can
+ * use it and a complete answer leaves the connection pooled. */
+static void hold_error(qg_exchange *ex, const qg_http_msg *resp)
+{
+    ex->holding = true;
+    ex->held_status = resp->status;
+    ex->held_len = !resp->chunked && resp->content_length >= 0 ? resp->content_length : -1;
+    qg_buf_reset(&ex->held_head);
+    build_response_head(ex, resp, &ex->held_head);
+    qg_buf_init(&ex->err_body, QG_ERROR_BODY_MAX);
+}
+
+static void on_up_head(void *ud, const qg_http_msg *resp)
+{
+    qg_exchange *ex = ud;
+    ex->t_first_us = qg_mono_us();
+    int64_t now = qg_now_ms();
+    qg_qacct *q = ex->target->q;
+    qg_rl_capture(resp->headers, resp->n_headers, now, &ex->snap);
+    if (q) qg_quota_on_headers(q, &ex->snap, now);
+    if (resp->status >= 400) {
+        hold_error(ex, resp);
+        return;
+    }
+    if (q) qg_quota_on_success(q, now);
+    qg_slice ct = qg_http_header(resp, "content-type");
+    bool sse = ct.n >= 17 && strncasecmp(ct.p, "text/event-stream", 17) == 0;
+    qg_buf h;
+    qg_buf_init(&h, 0);
+    build_response_head(ex, resp, &h);
+    int64_t len = -1;
+    if (!sse && !resp->chunked && resp->content_length >= 0) len = resp->content_length;
+    begin_relay(ex, resp->status, &h, len, sse);
+    qg_buf_free(&h);
     /* Usually body bytes follow in this same read and carry the head out in one writev;
      * if none do (a stream's first event is still coming), flush after this iteration. */
     qg_defer(ex->w->loop, &ex->flush, flush_head_cb, ex);
@@ -324,6 +439,13 @@ static void on_up_data(void *ud, char *data, size_t n)
 {
     qg_exchange *ex = ud;
     int rc;
+    if (ex->holding) {
+        if (qg_buf_append(&ex->err_body, data, n) == 0) return;
+        size_t room = ex->err_body.max - ex->err_body.len; /* keep the prefix for classification */
+        qg_buf_append(&ex->err_body, data, room);
+        if (!decide_held(ex, false)) return;
+        data += room, n -= room; /* relayed: the rest goes on as usual */
+    }
     if (ex->sse) {
         qg_buf *stage = &ex->w->stage;
         qg_buf_reset(stage);
@@ -351,6 +473,10 @@ static void on_up_done(void *ud, bool by_close)
 {
     qg_exchange *ex = ud;
     ex->u = NULL;
+    if (ex->holding) {
+        decide_held(ex, true);
+        return;
+    }
     if (ex->sse && by_close && !ex->us.terminal) { /* a close is no end for an unfinished stream */
         finish_broken(ex, "the provider closed the connection before the stream ended");
         return;
@@ -378,6 +504,19 @@ static void on_up_error(void *ud, qg_uperr err)
         finish_broken(ex, qg_uperr_name(err));
         return;
     }
+    if (ex->holding) { /* the error answer broke off: classify what arrived */
+        ex->holding = false;
+        qg_error_verdict v;
+        qg_classify_error(ex->held_status, &ex->snap, ex->err_body.data, ex->err_body.len, qg_now_ms(), &v);
+        attempt_failed(ex, ex->held_status, QG_UPERR_NONE, &v, qg_after_verdict(v.cls, ex->attempts,
+                                                                                 ex->w->gw->cfg->limits.retry_attempts));
+        return;
+    }
+    /* no answer at all: cool the account as for a server error (backoff), move on */
+    qg_error_verdict v = {QG_EC_SERVER_ERROR, 0, false, ""};
+    int64_t now = qg_now_ms();
+    if (ex->target->q) qg_quota_on_failure(ex->target->q, &v, now);
+    qg_quota_release(&ex->resv);
     qg_attempt_log_add(&ex->failures, 0, err, 0);
     continue_or_fail(ex, act);
 }
@@ -506,6 +645,8 @@ static int proxy_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const q
     qg_buf_init(&ex->fwd, 0);
     qg_buf_init(&ex->up_head, 0);
     qg_buf_init(&ex->resp_body, 0);
+    qg_buf_init(&ex->held_head, 0);
+    qg_buf_init(&ex->err_body, 0);
     w->n_exchanges++;
     c->req_ud = ex;
     ex->key = qg_keytab_auth(&gw->keys, qg_http_api_key(m));
@@ -528,11 +669,12 @@ static void proxy_on_request(qg_worker *w, qg_conn *c, const qg_http_msg *m, qg_
     ex->body_len = body->len;
     qg_buf_init(body, 0);
 
-    static const char *const wanted[] = {"model", "stream", "stream_options"};
-    qg_json_span f[3];
+    static const char *const wanted[] = {"model", "stream", "stream_options", "max_tokens", "max_output_tokens",
+                                         "max_completion_tokens"};
+    qg_json_span f[QG_ARRAY_LEN(wanted)];
     size_t open_off = 0;
     const char *why = "empty body";
-    if (!ex->body.len || qg_jscan_object(ex->body.data, ex->body.len, wanted, 3, f, &open_off, &why) < 0) {
+    if (!ex->body.len || qg_jscan_object(ex->body.data, ex->body.len, wanted, QG_ARRAY_LEN(wanted), f, &open_off, &why) < 0) {
         char msg[128];
         snprintf(msg, sizeof msg, "the request body is not valid JSON: %s", why);
         finish_error(ex, 400, "invalid_request", msg, 0);
@@ -568,6 +710,11 @@ static void proxy_on_request(qg_worker *w, qg_conn *c, const qg_http_msg *m, qg_
         finish_error(ex, 400, "invalid_request", "stream_options.include_usage appears twice", 0);
         return;
     }
+    int64_t max_tokens = 0;
+    for (int i = 3; i < 6 && !max_tokens; i++)
+        if (f[i].type == QG_JSON_NUMBER && qg_json_int_value(ex->body.data, f[i], &max_tokens) < 0) max_tokens = 0;
+    ex->model = qg_config_model(gw->cfg, qg_slice_of(model));
+    qg_quota_estimate(ex->model, ex->body.len, max_tokens, &ex->est);
     build_forward_headers(ex, m);
     continue_or_fail(ex, QG_ATTEMPT_NEXT);
 }

@@ -3,6 +3,8 @@
  */
 #include "retry.h"
 
+#include "errclass.h"
+
 #include <stdio.h>
 
 bool qg_retryable_status(int st) { return st == 429 || st == 401 || st == 403 || st >= 500; }
@@ -12,6 +14,12 @@ qg_attempt_action qg_after_attempt(int status, qg_uperr err, bool relayed, int a
     if (relayed) return status ? QG_ATTEMPT_RELAY : QG_ATTEMPT_BROKEN;
     if (status && !qg_retryable_status(status)) return QG_ATTEMPT_RELAY;
     QG_UNUSED(err); /* every transport failure before relaying is retryable */
+    return attempts_made < max_attempts && attempts_made < QG_MAX_ATTEMPTS ? QG_ATTEMPT_NEXT : QG_ATTEMPT_GIVE_UP;
+}
+
+qg_attempt_action qg_after_verdict(int cls, int attempts_made, int max_attempts)
+{
+    if (cls == QG_EC_NONE || cls == QG_EC_CLIENT_ERROR) return QG_ATTEMPT_RELAY;
     return attempts_made < max_attempts && attempts_made < QG_MAX_ATTEMPTS ? QG_ATTEMPT_NEXT : QG_ATTEMPT_GIVE_UP;
 }
 

@@ -30,6 +30,9 @@ typedef enum {
 /* status: the upstream response status, or 0 when the attempt failed with err. */
 qg_attempt_action qg_after_attempt(int status, qg_uperr err, bool relayed, int attempts_made, int max_attempts);
 bool qg_retryable_status(int status);
+/* After an error answer classified by errclass.h: the client's own fault (client_error)
+ * is relayed; every other class tries the next account while attempts remain. */
+qg_attempt_action qg_after_verdict(int errclass, int attempts_made, int max_attempts);
 
 /* What the failed attempts of one request said, accumulated as they happen. */
 typedef struct {

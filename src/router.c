@@ -3,6 +3,8 @@
  */
 #include "router.h"
 
+#include "timefmt.h"
+
 #include <stdlib.h>
 
 #define MAX_SLOTS_PER_TIER 4096
@@ -129,7 +131,7 @@ void qg_router_build(qg_router *r, const qg_config *cfg)
             for (size_t ai = 0; ai < p->n_accounts && rt->n_targets < 65535; ai++) {
                 rt->targets = qg_xrealloc(rt->targets, (rt->n_targets + 1) * sizeof *rt->targets);
                 qg_target *t = &rt->targets[rt->n_targets++];
-                *t = (qg_target){(int)pi, (int)ai, p, &p->accounts[ai], NULL, 0};
+                *t = (qg_target){(int)pi, (int)ai, p, &p->accounts[ai], NULL, 0, NULL};
                 target_lines(t);
             }
         }
@@ -139,6 +141,7 @@ void qg_router_build(qg_router *r, const qg_config *cfg)
     r->table = qg_xcalloc(cap, sizeof *r->table);
     r->mask = cap - 1;
     for (size_t i = 0; i < r->n_routes; i++) {
+        r->routes[i].index = i;
         route_finish(&r->routes[i], &r->n_cursors);
         size_t s = fnv1a(r->routes[i].dialect, qg_slice_of(r->routes[i].model)) & r->mask;
         while (r->table[s]) s = (s + 1) & r->mask;
@@ -191,4 +194,136 @@ int qg_route_pick(const qg_route *rt, uint32_t *cursors, const int *tried, int n
         }
     }
     return -1;
+}
+
+void qg_router_bind(qg_router *r, qg_qacct *(*accts)(void *ud, int prov, int acct), void *ud)
+{
+    for (size_t i = 0; i < r->n_routes; i++)
+        for (size_t t = 0; t < r->routes[i].n_targets; t++) {
+            qg_target *tg = &r->routes[i].targets[t];
+            tg->q = accts(ud, tg->prov, tg->acct);
+        }
+}
+
+/* ---- quota-aware choice ---- */
+
+qg_rank_cache *qg_rank_caches_new(const qg_router *r) { return qg_xcalloc(r->n_routes ? r->n_routes : 1, sizeof(qg_rank_cache)); }
+
+void qg_rank_caches_free(const qg_router *r, qg_rank_cache *c)
+{
+    for (size_t i = 0; c && i < r->n_routes; i++) {
+        free(c[i].band);
+        free(c[i].urgent);
+        free(c[i].tier_best);
+        free(c[i].tier);
+    }
+    free(c);
+}
+
+static size_t tier_of(const qg_route *rt, int t)
+{
+    size_t tier = 0;
+    while (tier + 1 < rt->n_tiers && rt->targets[t].a->priority != rt->targets[rt->slots[rt->slot_off[tier]]].a->priority)
+        tier++;
+    return tier;
+}
+
+static void rank_refresh(const qg_route *rt, qg_rank_cache *c, int64_t now)
+{
+    size_t n = rt->n_targets;
+    if (!c->band) {
+        c->band = qg_xcalloc(n, 1);
+        c->urgent = qg_xcalloc(n, sizeof *c->urgent);
+        c->tier_best = qg_xcalloc(rt->n_tiers, 1);
+        c->tier = qg_xcalloc(n, sizeof *c->tier);
+        for (size_t t = 0; t < n; t++) c->tier[t] = (uint16_t)tier_of(rt, (int)t);
+    }
+    int64_t *pressure = qg_xcalloc(n, sizeof *pressure);
+    memset(c->tier_best, 0, rt->n_tiers);
+    c->n_urgent = 0;
+    for (size_t t = 0; t < n; t++) {
+        qg_qrank rk = {0, 10};
+        if (rt->targets[t].q) qg_quota_rank(rt->targets[t].q, now, &rk);
+        c->band[t] = (uint8_t)rk.band;
+        pressure[t] = rk.pressure;
+        size_t tier = c->tier[t];
+        if (c->band[t] > c->tier_best[tier]) c->tier_best[tier] = c->band[t];
+        if (rk.pressure <= 0) continue;
+        size_t j = c->n_urgent++; /* insertion by pressure, best first; targets are in tier order */
+        while (j > 0 && pressure[c->urgent[j - 1]] < rk.pressure && c->tier[c->urgent[j - 1]] == tier) {
+            c->urgent[j] = c->urgent[j - 1];
+            j--;
+        }
+        c->urgent[j] = (uint16_t)t;
+    }
+    free(pressure);
+    c->built_at = now;
+}
+
+static void log_skip(const qg_target *t, qg_block why, int64_t until, int64_t now)
+{
+    qg_qacct *q = t->q;
+    int64_t last = atomic_load_explicit(&q->skip_logged_at, memory_order_relaxed);
+    if (now - last < QG_SKIP_LOG_MS || !atomic_compare_exchange_strong(&q->skip_logged_at, &last, now)) return;
+    char when[48] = "unknown";
+    if (until > 0) qg_format_rfc3339(until, when, sizeof when);
+    qg_info("account %s/%s skipped: %s until %s", t->p->name, t->a->name, qg_block_name(why), when);
+}
+
+/* Tries to reserve target t; on refusal folds its until into the pick. */
+static bool try_target(const qg_route *rt, int t, qg_pick *pk, qg_qresv *resv)
+{
+    const qg_target *tg = &rt->targets[t];
+    if (was_tried(t, pk->tried, pk->n_tried)) return false;
+    if (!tg->q) {
+        resv->a = NULL;
+        return true;
+    }
+    int64_t until;
+    qg_block why;
+    if (qg_quota_reserve(tg->q, pk->est, pk->now, resv, &until, &why)) return true;
+    pk->skipped++;
+    if (until > 0 && (pk->until == 0 || until < pk->until)) pk->until = until;
+    log_skip(tg, why, until, pk->now);
+    return false;
+}
+
+int qg_route_choose(const qg_route *rt, uint32_t *cursors, qg_rank_cache *caches, qg_pick *pk, qg_qresv *resv)
+{
+    qg_rank_cache *c = &caches[rt->index];
+    if (!c->built_at || pk->now - c->built_at >= QG_RANK_REFRESH_MS || pk->now < c->built_at) rank_refresh(rt, c, pk->now);
+    pk->until = 0;
+    pk->skipped = 0;
+    size_t u = 0;
+    for (size_t tier = 0; tier < rt->n_tiers; tier++) {
+        /* 1. capacity that would be lost, most pressing first */
+        for (; u < c->n_urgent && c->tier[c->urgent[u]] == tier; u++)
+            if (try_target(rt, c->urgent[u], pk, resv)) return c->urgent[u];
+        /* 2. the highest band by weighted rotation, 3. any other band */
+        size_t lo = rt->slot_off[tier], n = rt->slot_off[tier + 1] - lo;
+        uint32_t *cur = &cursors[rt->cursor_base + tier];
+        for (int pass = 0; pass < 2; pass++)
+            for (size_t k = 0; k < n; k++) {
+                size_t slot = (*cur + k) % n;
+                int t = rt->slots[lo + slot];
+                bool best = c->band[t] >= c->tier_best[tier];
+                if (best != (pass == 0)) continue;
+                if (!try_target(rt, t, pk, resv)) continue;
+                *cur = (uint32_t)((slot + 1) % n);
+                return t;
+            }
+    }
+    return -1;
+}
+
+int64_t qg_route_usable_at(const qg_route *rt, const qg_qamount *est, int64_t now)
+{
+    int64_t best = 0;
+    for (size_t t = 0; t < rt->n_targets; t++) {
+        int64_t until;
+        qg_block why;
+        if (!rt->targets[t].q || qg_quota_eligible(rt->targets[t].q, est, now, &until, &why)) return 0;
+        if (until > now && (!best || until < best)) best = until;
+    }
+    return best;
 }

@@ -101,6 +101,7 @@ static int worker_init(qg_gateway *gw, qg_worker *w, int id)
     w->ups = qg_xcalloc(cfg->n_providers, sizeof *w->ups);
     for (size_t i = 0; i < cfg->n_providers; i++) w->ups[i] = qg_upstream_new(&env, &cfg->providers[i], gw->tls[i], &uo);
     w->cursors = qg_xcalloc(gw->router.n_cursors + 1, sizeof *w->cursors);
+    w->ranks = qg_rank_caches_new(&gw->router);
     for (size_t i = 0; i < gw->router.n_cursors; i++) w->cursors[i] = (uint32_t)id; /* workers start apart */
     qg_timer_init(&w->ledger_timer, ledger_timer_cb, w);
     qg_timer_init(&w->drain_timer, drain_timer_cb, w);
@@ -117,6 +118,7 @@ static void worker_free(qg_gateway *gw, qg_worker *w)
     for (size_t i = 0; w->ups && i < gw->cfg->n_providers; i++) qg_upstream_free(w->ups[i]);
     free(w->ups);
     free(w->cursors);
+    qg_rank_caches_free(&gw->router, w->ranks);
     qg_buf_free(&w->stage);
     if (w->ctl.io.fd > 0) qg_notify_close(w->loop, &w->ctl);
     if (w->ledger_notify.io.fd > 0) qg_notify_close(w->loop, &w->ledger_notify);
@@ -157,6 +159,15 @@ static void seed_dns(qg_gateway *gw)
     }
 }
 
+static qg_qacct *account_of(void *ud, int prov, int acct) { return qg_accounts_at(ud, prov, acct); }
+
+/* The quota state saved by the last run: a restart knows at once which accounts are spent. */
+static void restore_accounts(qg_gateway *gw)
+{
+    int n = qg_accounts_load(&gw->accounts, gw->cfg->store_sqlite, qg_now_ms());
+    if (n > 0) qg_info("store: restored the quota state of %d account(s)", n);
+}
+
 static int split_listen(const char *host, int port, char *out, size_t outlen)
 {
     return snprintf(out, outlen, "%s%s%s:%d", strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port) > 0 ? 0 : -1;
@@ -186,6 +197,8 @@ int qg_serve(const char *config_path)
     }
     qg_keytab_build(&gw->keys, cfg);
     qg_router_build(&gw->router, cfg);
+    qg_accounts_build(&gw->accounts, cfg);
+    qg_router_bind(&gw->router, account_of, &gw->accounts);
     static qg_api api;
     qg_proxy_register(&api);
     qg_admin_register(&api);
@@ -197,6 +210,7 @@ int qg_serve(const char *config_path)
         fprintf(stderr, "quotagate: %s\n", err);
         goto out;
     }
+    restore_accounts(gw);
     gw->resolver = qg_resolver_new(gw->n_workers);
     gw->listen_fd = qg_listen_tcp(cfg->listen_host, cfg->listen_port, err, sizeof err);
     if (gw->listen_fd < 0 || !gw->resolver) {
@@ -255,6 +269,7 @@ out:
     free(gw->workers);
     if (gw->listen_fd > 0) close(gw->listen_fd);
     if (gw->ledger) {
+        qg_accounts_save_all(&gw->accounts, gw->ledger, qg_now_ms()); /* the workers are gone: act for them */
         int64_t before = qg_ledger_rows_written(gw->ledger);
         qg_ledger_close(gw->ledger); /* flushes every row the workers submitted */
         if (rc == 0) qg_info("ledger flushed; stopped cleanly (%lld rows this run)", (long long)before);
@@ -264,6 +279,7 @@ out:
     free(gw->tls);
     qg_keytab_free(&gw->keys);
     qg_router_free(&gw->router);
+    qg_accounts_free(&gw->accounts);
     qg_config_free(gw->cfg);
     return rc;
 }

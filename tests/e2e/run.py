@@ -263,13 +263,21 @@ def test_retry_on_500_account(env):
 
 @test("main")
 def test_all_accounts_429(env):
-    # the accounts ask for 5 s and 3 s: whichever order they are tried in, the client is
-    # told the largest (4 requests land on both workers and both rotation orders)
-    for _ in range(4):
+    # the accounts ask for 5 s and 3 s: the client is told when the FIRST becomes usable
+    # (SPEC §3), and while both cool down no request reaches the provider at all
+    stats = lambda: sum(env.sim_stats(env.sim).get(k, {}).get("requests", 0) for k in ("sim-429a", "sim-429b"))
+    before = stats()
+    r = request(env.port, "POST", "/v1/chat/completions", chat(model="gpt-429"), AUTH)
+    eq((r.status, json.loads(r.body)["error"]["code"]), (503, "no_account_available"), "every account rate limited")
+    eq(r.headers["retry-after"], "3", "the earliest moment an account is usable again")
+    eq(last_row(env, model="gpt-429")["attempts"], 2, "both accounts tried once")
+    eq(stats(), before + 2, "two upstream calls")
+    for _ in range(3):
         r = request(env.port, "POST", "/v1/chat/completions", chat(model="gpt-429"), AUTH)
-        eq((r.status, json.loads(r.body)["error"]["code"]), (503, "no_account_available"), "every account rate limited")
-        eq(r.headers["retry-after"], "5", "the largest Retry-After")
-        eq(last_row(env, model="gpt-429")["attempts"], 2, "both accounts tried once")
+        eq((r.status, json.loads(r.body)["error"]["code"]), (503, "no_account_available"), "still cooling")
+        assert 1 <= int(r.headers["retry-after"]) <= 3, r.headers["retry-after"]
+        eq(last_row(env, model="gpt-429")["attempts"], 0, "no account tried while both cool down")
+    eq(stats(), before + 2, "no upstream call while both cool down")
 
 
 @test("main")
