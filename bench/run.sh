@@ -16,6 +16,11 @@
 #      a direct call to the simulator
 #   C  1,000 concurrent streams (100 events, 50 ms apart): CPU µs per forwarded event,
 #      RSS per open stream, incomplete streams
+#   E  the quota decision at scale: the gateway with 10,000 accounts (100 providers of 100
+#      accounts, one model each, every account with a window and a credits bucket) against the
+#      same gateway with 2 accounts serving the same 100 models, requests spread over the 100
+#      models: RPS in ROUNDS interleaved pairs (median of pair ratios) and instructions per
+#      request (one callgrind run each, 2,000 requests to one model)
 #   D  instructions per request under valgrind --tool=callgrind (200 warm-up requests, counters
 #      zeroed, 2,000 requests, counters dumped; 0.5 s of quiet before each so the ledger writer
 #      has flushed), BENCH_CG_RUNS times each, interleaved; the median is reported, with the
@@ -90,9 +95,38 @@ providers:
     dialect: openai
     base_url: http://127.0.0.1:$SIM/v1
     models: [bench-model]
-    accounts: [{ name: a, api_key: sim-bench }]
+    accounts:
+      # the full quota path: a window and a credits bucket counted on every request, the
+      # simulator's rate-limit headers captured, the choice made by the quota engine
+      - { name: a, api_key: sim-bench, buckets: [ { name: day, kind: window, unit: tokens, limit: 1000000000000, period: 1d },
+                                                  { name: credits, kind: credits, unit: requests, limit: 1000000000000 } ] }
 keys:
   - { name: bench, key: $KEY }
+EOF
+# E: 100 models over 2 accounts, and over 10,000 (100 providers of 100 accounts)
+bucket_list='[ { name: day, kind: window, unit: tokens, limit: 1000000000000, period: 1d }, { name: credits, kind: credits, unit: requests, limit: 1000000000000 } ]'
+scale_head() { printf 'listen: 127.0.0.1:%s\nworkers: 1\nadmin_token: bench-admin\nstore: { sqlite: %s/ledger.db }\nlimits: { max_connections: 20000 }\nkeys:\n  - { name: bench, key: %s }\nproviders:\n' $GW "$dir" $KEY; }
+{ scale_head
+  printf '  - name: sim\n    dialect: openai\n    base_url: http://127.0.0.1:%s/v1\n    models: [' $SIM
+  for m in $(seq -w 0 99); do printf '%sbench-model-%s' "$([ $m = 00 ] || echo ', ')" $m; done
+  printf ']\n    accounts:\n'
+  for a in 1 2; do printf '      - { name: a%s, api_key: sim-bench, buckets: %s }\n' $a "$bucket_list"; done
+} >"$dir/gw-2.yaml"
+{ scale_head
+  for m in $(seq -w 0 99); do
+    printf '  - name: sim%s\n    dialect: openai\n    base_url: http://127.0.0.1:%s/v1\n    models: [bench-model-%s]\n    accounts:\n' $m $SIM $m
+    for a in $(seq -w 0 99); do printf '      - { name: a%s, api_key: sim-bench, buckets: %s }\n' $a "$bucket_list"; done
+  done
+} >"$dir/gw-10k.yaml"
+cat >"$dir/models.lua" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $KEY"
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, string.format('{"model":"bench-model-%02d","messages":[{"role":"user","content":"hello there"}],"max_tokens":8}', n % 100))
+end
 EOF
 cat >"$dir/nginx.conf" <<EOF
 daemon off; master_process off; worker_processes 1; worker_rlimit_nofile 20000;
@@ -149,8 +183,9 @@ stop_sim() { kill -0 "$sim_pid" 2>/dev/null || fail "the simulator died (log: $(
 start_proxy() { # start_proxy gateway|nginx|direct [wrapper...] ; sets proxy_pid, port, key
   local which=$1; shift
   case $which in
-  gateway) port=$GW key=$KEY; rm -f "$dir"/ledger.db "$dir"/ledger.db-wal "$dir"/ledger.db-shm   # an empty ledger each start
-    taskset -c 0 "$@" "$BIN" serve -c "$dir/gw.yaml" >"$dir/gw.log" 2>&1 & ;;
+  gateway | gw-2 | gw-10k) port=$GW key=$KEY; rm -f "$dir"/ledger.db "$dir"/ledger.db-wal "$dir"/ledger.db-shm   # an empty ledger each start
+    local cfg=$dir/gw.yaml; [ "$which" = gateway ] || cfg=$dir/$which.yaml
+    taskset -c 0 "$@" "$BIN" serve -c "$cfg" >"$dir/gw.log" 2>&1 & ;;
   nginx) port=$NGX key=$KEY; taskset -c 0 "$@" nginx -c "$dir/nginx.conf" >"$dir/nginx.log" 2>&1 & ;;
   direct) port=$SIM key=sim-bench proxy_pid=; return ;;
   esac
@@ -175,6 +210,7 @@ stop_proxy() { [ -z "$proxy_pid" ] && return 0; kill -TERM "$proxy_pid" 2>/dev/n
 run_wrk() {
   local phase=$1 which=$2 secs=$3 mode=$4 rc=0 script=$dir/post.lua
   [ "$mode" = count ] && script=$dir/count.lua
+  [ "$mode" = models ] && script=$dir/models.lua
   wrk_out=$(taskset -c 1 wrk -t1 -c32 -d"${secs}"s -s "$script" "http://127.0.0.1:$port/v1/chat/completions" 2>&1) || rc=$?
   check_alive "$phase" "$which"
   [ $rc = 0 ] || fail "$phase ($which): wrk exited with status $rc: $(echo "$wrk_out" | tail -3 | tr '\n' ' ')"
@@ -306,6 +342,42 @@ for which in gateway nginx; do
 done
 stop_sim
 
+# ---- E: the quota decision with 10,000 accounts against 2 (gateway only, same requests)
+start_sim --chunks 8 --workers 1
+e_ratios=() e_small=() e_large=()
+for r in $(seq 1 "$ROUNDS"); do
+  for which in gw-2 gw-10k; do
+    phase="E round $r/$ROUNDS"
+    start_proxy $which
+    run_wrk "$phase warm-up" $which 2 models
+    run_wrk "$phase" $which "$DUR" models
+    check_alive "$phase" $which
+    stop_proxy
+    check_ledger "$phase" "$wrk_reqs" 64
+    R[$which.rps]=$(echo "$wrk_out" | awk '/Requests\/sec/{print $2}')
+  done
+  e_small+=("${R[gw-2.rps]}") e_large+=("${R[gw-10k.rps]}")
+  e_ratios+=("$(div "${R[gw-10k.rps]}" "${R[gw-2.rps]}")")
+  echo "  E pair $r: RPS 2 accounts ${R[gw-2.rps]}, 10,000 accounts ${R[gw-10k.rps]}, ratio $(fmt "${e_ratios[-1]}" %.3f)" >&2
+done
+for which in gw-2 gw-10k; do
+  start_proxy $which valgrind --tool=callgrind --callgrind-out-file="$dir/cg.$which.%p" -q
+  run_qgload "E callgrind warm-up" $which rate -p $port -r 100 -d 2 -c 1 -k $KEY -m bench-model-07
+  sleep 0.5
+  callgrind_control -z "$proxy_pid" >/dev/null 2>&1 || fail "E ($which): callgrind_control -z failed"
+  run_qgload "E callgrind" $which rate -p $port -r 400 -d 5 -c 1 -k $KEY -m bench-model-07
+  expect_requests "E callgrind" $which 2000
+  sleep 0.5
+  callgrind_control -d "$proxy_pid" >/dev/null 2>&1 || fail "E ($which): callgrind_control -d failed"
+  sleep 0.5
+  f=$(ls -t "$dir"/cg.$which."$proxy_pid".* 2>/dev/null | head -1)
+  R[$which.ir]=$(awk '/^summary:|^totals:/{printf "%.0f", $2 / 2000; exit}' "$f")
+  echo "  E callgrind: $which ${R[$which.ir]} Ir/request" >&2
+  check_alive "E callgrind" $which
+  stop_proxy
+done
+stop_sim
+
 # ---- D: instructions per request (callgrind), same requests for both, runs interleaved
 start_sim --chunks 8 --workers 1
 g_ir=() n_ir=()
@@ -360,6 +432,9 @@ printf "%-44s %14s %14s %8s\n" "  (direct call p50 / p99 µs)" "$(field "${R[dir
 printf "%-44s %14s %14s %8s\n" "1,000 streams: CPU µs per forwarded event" "${R[gateway.cpu_ev]}" "${R[nginx.cpu_ev]}" "$(fmt "$(div "${R[gateway.cpu_ev]}" "${R[nginx.cpu_ev]}")" %.2f)"
 printf "%-44s %14s %14s %8s\n" "1,000 streams: RSS KiB per open stream" "$(per_stream "${R[gateway.streams]}")" "$(per_stream "${R[nginx.streams]}")" ""
 printf "%-44s %14s %14s %8s\n" "1,000 streams: incomplete" "$(field "${R[gateway.streams]}" incomplete)" "$(field "${R[nginx.streams]}" incomplete)" ""
+printf "%-44s %14s %14s %8s\n" "E: RPS over 100 models, 2 / 10,000 accounts" "$(median %.0f "${e_small[@]}")" "$(median %.0f "${e_large[@]}")" "$(fmt "$(median %.4f "${e_ratios[@]}")" %.3f)"
+printf "%-44s %14s %14s %8s\n" "  pair ratios min–max" "" "" "$(minmax "${e_ratios[@]}")"
+printf "%-44s %14s %14s %8s\n" "E: instructions per request, 2 / 10,000" "${R[gw-2.ir]}" "${R[gw-10k.ir]}" "$(fmt "$(div "${R[gw-10k.ir]}" "${R[gw-2.ir]}")" %.3f)"
 printf "%-44s %14s %14s %8s\n" "1,000 streams: events received" "$(field "${R[gateway.streams]}" events)" "$(field "${R[nginx.streams]}" events)" ""
 echo
 echo "A, pair by pair (gateway first in each pair):"

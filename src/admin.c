@@ -1,6 +1,8 @@
 /*
  * admin.c — operator endpoints served by the gateway itself: GET /healthz (no auth) and
- * GET /admin/usage (admin token), the ledger with filters.  The ledger query runs on the
+ * GET /admin/usage (admin token), the ledger with filters; GET /admin/accounts, POST
+ * /admin/accounts/{name}/enable|disable and GET /api/quotas, the quota engine's views
+ * (accounts.h renders them from the shared account table, no store round trip).  The ledger query runs on the
  * ledger's query thread; this module only parses the query string, hands it over and
  * answers when the result comes back on the worker's loop.  More endpoints join in later
  * issues (keys, accounts, quotas, metrics, dashboard): each is a row in admin_routes,
@@ -175,9 +177,76 @@ static int usage_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const q
     return QG_HEAD_ANSWERED;
 }
 
+static void respond_buf(qg_conn *c, int status, qg_buf *b)
+{
+    qg_respond_json(c, status, b->data, b->len);
+    qg_buf_free(b);
+}
+
+static int accounts_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const qg_api_route *r)
+{
+    if (!admin_authorized(w, c, m)) return QG_HEAD_ANSWERED;
+    qg_buf b;
+    qg_buf_init(&b, 0);
+    qg_accounts_json(&b, &w->gw->accounts, qg_now_ms());
+    respond_buf(c, 200, &b);
+    return QG_HEAD_ANSWERED;
+}
+
+static int quotas_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const qg_api_route *r)
+{
+    if (!admin_authorized(w, c, m)) return QG_HEAD_ANSWERED;
+    qg_buf b;
+    qg_buf_init(&b, 0);
+    qg_quotas_json(&b, &w->gw->accounts, qg_now_ms());
+    respond_buf(c, 200, &b);
+    return QG_HEAD_ANSWERED;
+}
+
+/* POST /admin/accounts/{name}/enable|disable, name = "account" or "provider/account". */
+static int account_action_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const qg_api_route *r)
+{
+    if (!admin_authorized(w, c, m)) return QG_HEAD_ANSWERED;
+    static const char prefix[] = "/admin/accounts/";
+    qg_slice path = qg_api_path(m->target);
+    qg_slice rest = {path.p + sizeof prefix - 1, path.n - (sizeof prefix - 1)};
+    const char *slash = rest.n ? memrchr(rest.p, '/', rest.n) : NULL;
+    qg_slice action = slash ? (qg_slice){slash + 1, (size_t)(rest.p + rest.n - slash - 1)} : (qg_slice){"", 0};
+    bool enable = qg_slice_eq(action, "enable"), disable = qg_slice_eq(action, "disable");
+    if (!slash || (!enable && !disable)) {
+        qg_respond_error(c, QG_DIALECT_OPENAI, 404, "not_found", "use POST /admin/accounts/{name}/enable or /disable", 0);
+        return QG_HEAD_ANSWERED;
+    }
+    qg_slice name = {rest.p, (size_t)(slash - rest.p)};
+    char *decoded = url_decode(name);
+    bool ambiguous = false;
+    qg_qacct *a = decoded ? qg_accounts_find(&w->gw->accounts, qg_slice_of(decoded), &ambiguous) : NULL;
+    free(decoded);
+    if (!a) {
+        qg_respond_error(c, QG_DIALECT_OPENAI, ambiguous ? 409 : 404, ambiguous ? "ambiguous_account" : "account_not_found",
+                         ambiguous ? "several providers have an account of that name: use provider/name"
+                                   : "no configured account of that name",
+                         0);
+        return QG_HEAD_ANSWERED;
+    }
+    int64_t now = qg_now_ms();
+    if (enable) qg_quota_enable(a, now);
+    else qg_quota_disable(a, now);
+    qg_accounts_save(w->gw->ledger, w->id, a, now, true);
+    qg_info("admin: account %s/%s %s", a->provider, a->name, enable ? "enabled" : "disabled");
+    qg_buf b;
+    qg_buf_init(&b, 0);
+    qg_accounts_json_one(&b, a, now);
+    respond_buf(c, 200, &b);
+    return QG_HEAD_ANSWERED;
+}
+
 static const qg_api_route admin_routes[] = {
     {"/healthz", "GET", QG_DIALECT_OPENAI, healthz_on_head, NULL, NULL, NULL, NULL},
     {"/admin/usage", "GET", QG_DIALECT_OPENAI, usage_on_head, NULL, NULL, admin_on_close, NULL},
+    {"/admin/accounts", "GET", QG_DIALECT_OPENAI, accounts_on_head, NULL, NULL, NULL, NULL},
+    {"/admin/accounts/*", "POST", QG_DIALECT_OPENAI, account_action_on_head, NULL, NULL, NULL, NULL},
+    {"/api/quotas", "GET", QG_DIALECT_OPENAI, quotas_on_head, NULL, NULL, NULL, NULL},
 };
 
 void qg_admin_register(qg_api *api)

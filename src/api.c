@@ -25,6 +25,11 @@ const qg_api_route *qg_api_find(const qg_api *api, qg_slice path)
 {
     for (size_t i = 0; i < api->n_routes; i++)
         if (path.n == api->path_len[i] && memcmp(path.p, api->routes[i]->path, path.n) == 0) return api->routes[i];
+    for (size_t i = 0; i < api->n_routes; i++) { /* prefix routes: only when no exact one matched */
+        size_t n = api->path_len[i] - 1;
+        if (api->routes[i]->path[n] == '*' && path.n > n && memcmp(path.p, api->routes[i]->path, n) == 0)
+            return api->routes[i];
+    }
     return NULL;
 }
 

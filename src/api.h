@@ -21,7 +21,7 @@
 typedef struct qg_api_route qg_api_route;
 
 struct qg_api_route {
-    const char *path;          /* exact path (no query) */
+    const char *path;          /* exact path (no query), or a prefix ending in an asterisk (/admin/accounts/ then any rest) */
     const char *method;        /* "GET" also accepts HEAD */
     qg_dialect dialect;        /* the error shape on this path */
     /* From the head: answer (now, or later holding the conn through req_ud) and return

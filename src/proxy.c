@@ -385,7 +385,7 @@ static void on_up_head(void *ud, const qg_http_msg *resp)
     int64_t now = qg_now_ms();
     qg_qacct *q = ex->target->q;
     qg_rl_capture(resp->headers, resp->n_headers, now, &ex->snap);
-    if (q) qg_quota_on_headers(q, &ex->snap, now);
+    if (q) ex->resv.fed = qg_quota_on_headers(q, &ex->snap, now);
     if (resp->status >= 400) {
         hold_error(ex, resp);
         return;

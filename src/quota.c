@@ -499,6 +499,7 @@ bool qg_quota_reserve(qg_qacct *a, const qg_qamount *est, int64_t now, qg_qresv 
         r->a = a;
         r->est = *est;
         r->trial = trial;
+        r->fed = 0;
         return true;
     }
     reserve_add(a, est, -1);
@@ -535,7 +536,7 @@ void qg_quota_settle(qg_qresv *r, const qg_qamount *actual, int64_t now)
     for (size_t i = 0; i < a->n_b; i++) {
         qg_qbucket *b = &a->b[i];
         int64_t v = need_of(b, actual);
-        if (b->unit == QG_UNIT_PERCENT || !v) continue;
+        if (b->unit == QG_UNIT_PERCENT || !v || (b->header_slot >= 0 && (r->fed >> b->header_slot & 1))) continue;
         bucket_add(b, v, now);
         if (!b->implicit && LD(b->source) == QG_SRC_CONFIG) ST(b->source, QG_SRC_LOCAL);
         ST(b->updated_at, now);
@@ -556,13 +557,15 @@ void qg_quota_release(qg_qresv *r)
 
 /* ---- what responses say ---- */
 
-void qg_quota_on_headers(qg_qacct *a, const qg_rl_snapshot *s, int64_t now)
+unsigned qg_quota_on_headers(qg_qacct *a, const qg_rl_snapshot *s, int64_t now)
 {
-    if (!s || !s->n_found) return;
+    unsigned fed = 0;
+    if (!s || !s->n_found) return 0;
     bool changed = false;
     for (int slot = 0; slot < QG_RL_N; slot++) {
         const qg_rl_entry *e = &s->e[slot];
         if (!e->present) continue;
+        fed |= 1u << slot;
         qg_qbucket *b = &a->b[a->slot_bucket[slot]];
         ST(b->h_limit, e->limit);
         ST(b->h_remaining, e->remaining);
@@ -588,6 +591,7 @@ void qg_quota_on_headers(qg_qacct *a, const qg_rl_snapshot *s, int64_t now)
         ST(b->updated_at, now);
     }
     if (changed) bump(a);
+    return fed;
 }
 
 static bool trusted(const qg_error_verdict *v, int64_t now)

@@ -122,6 +122,9 @@ typedef struct {
     qg_qacct *a;                     /* NULL: nothing reserved */
     qg_qamount est;
     bool trial;                      /* this request is the account's trial */
+    unsigned fed;                    /* header slots its response reported (1 << slot): the
+                                        provider's count already includes it, so settling
+                                        does not count it into those buckets again */
 } qg_qresv;
 
 /* ---- setup ---- */
@@ -147,8 +150,9 @@ void qg_quota_release(qg_qresv *r);
 bool qg_quota_eligible(const qg_qacct *a, const qg_qamount *est, int64_t now, int64_t *until, qg_block *why);
 
 /* ---- what responses say ---- */
-/* Applies a header snapshot (a snapshot with n_found == 0 changes nothing). */
-void qg_quota_on_headers(qg_qacct *a, const qg_rl_snapshot *s, int64_t now);
+/* Applies a header snapshot (a snapshot with n_found == 0 changes nothing); returns the
+ * slots it applied as a mask (1 << slot), for qg_qresv.fed. */
+unsigned qg_quota_on_headers(qg_qacct *a, const qg_rl_snapshot *s, int64_t now);
 /* A failed attempt: an error verdict, or a transport failure (v->cls = QG_EC_SERVER_ERROR). */
 void qg_quota_on_failure(qg_qacct *a, const qg_error_verdict *v, int64_t now);
 /* An attempt the provider served: consecutive failures and probation end. */
