@@ -1,11 +1,15 @@
 #!/bin/sh
 # demo.sh — `make run`: start the simulated provider and the gateway with examples/demo.yaml,
-# print requests to paste, and stop both on Ctrl-C.
+# print requests to paste, and stop both on Ctrl-C.  Each run starts with a fresh store
+# (./data/demo.db), so the accounts' windows and credits start full.
 set -eu
 cd "$(dirname "$0")/.."
 : "${QG_DEMO_PORT:=8080}" "${QG_SIM_PORT:=9100}" "${QG_DEMO_KEY:=qg-demo-key-0001}"
-export QG_DEMO_PORT QG_SIM_PORT QG_DEMO_KEY
-build/quotagate sim --listen "127.0.0.1:$QG_SIM_PORT" --chunk-delay 30ms &
+QG_DEMO_PROMO_EXPIRES=$(date -u -d '+3 days' +%Y-%m-%dT%H:%M:%SZ)
+export QG_DEMO_PORT QG_SIM_PORT QG_DEMO_KEY QG_DEMO_PROMO_EXPIRES
+rm -f data/demo.db data/demo.db-wal data/demo.db-shm
+build/quotagate sim --listen "127.0.0.1:$QG_SIM_PORT" --chunk-delay 30ms \
+  --account sim-flaky=429,retry_after=30 --account sim-backup=ok,limit=5/1h --account sim-promo=ok,credits=12 &
 sim=$!
 build/quotagate serve -c examples/demo.yaml &
 gw=$!
@@ -14,18 +18,31 @@ for i in $(seq 1 50); do
   curl -fs "http://127.0.0.1:$QG_DEMO_PORT/healthz" >/dev/null 2>&1 && break
   sleep 0.1
 done
+G=http://127.0.0.1:$QG_DEMO_PORT
 cat <<MSG
 
-quotagate demo is running: gateway http://127.0.0.1:$QG_DEMO_PORT, simulated provider :$QG_SIM_PORT
-Paste one of these into another terminal:
+quotagate demo is running: gateway $G, simulated provider :$QG_SIM_PORT
+Paste one of these into another terminal (from this directory):
 
-  curl -s http://127.0.0.1:$QG_DEMO_PORT/v1/chat/completions -H "Authorization: Bearer $QG_DEMO_KEY" \\
+  curl -s $G/v1/chat/completions -H "Authorization: Bearer $QG_DEMO_KEY" \\
        -H 'Content-Type: application/json' -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
 
-  curl -sN http://127.0.0.1:$QG_DEMO_PORT/v1/messages -H "x-api-key: $QG_DEMO_KEY" -H 'anthropic-version: 2023-06-01' \\
+  curl -sN $G/v1/messages -H "x-api-key: $QG_DEMO_KEY" -H 'anthropic-version: 2023-06-01' \\
        -H 'Content-Type: application/json' -d '{"model":"claude-sonnet-4-5","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hi"}]}'
 
-  curl -s "http://127.0.0.1:$QG_DEMO_PORT/admin/usage?limit=5" -H "Authorization: Bearer \${QUOTAGATE_ADMIN_TOKEN:-demo-admin-token}"
+Quota routing: gpt-4o-mini has four accounts (examples/demo.yaml): promo (12 requests of
+credit expiring in 3 days: spent first), main (8 per 5 h), flaky (always 429: cooled 30 s),
+backup (lower tier, 5 an hour by its headers).  This loop sends 30 requests and prints, per
+request, the status and the account that served it; the last ones find every account spent
+and get 503 with Retry-After, without any upstream call:
+
+  for i in \$(seq 1 30); do curl -s -o /dev/null -w '%{http_code} ' $G/v1/chat/completions \\
+    -H "Authorization: Bearer $QG_DEMO_KEY" -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'; done; echo
+  curl -s "$G/admin/usage?model=gpt-4o-mini&limit=30" -H "Authorization: Bearer \${QUOTAGATE_ADMIN_TOKEN:-demo-admin-token}" \\
+    | python3 -c 'import json,sys; print(" ".join(r["account"] or "-" for r in reversed(json.load(sys.stdin)["rows"])))'
+  curl -si $G/v1/chat/completions -H "Authorization: Bearer $QG_DEMO_KEY" \\
+    -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' | grep -iE '^HTTP|retry-after|"message"'
+  build/quotagate status -c examples/demo.yaml
 
 Ctrl-C stops both.
 MSG
