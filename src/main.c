@@ -5,6 +5,7 @@
 #include "config.h"
 #include "gateway.h"
 #include "sim.h"
+#include "status.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -20,7 +21,7 @@ static void usage(FILE *f)
           "  check [-c FILE]   validate a config; errors name file:line and the field\n"
           "  sim [options]     run the simulated provider (quotagate sim --help)\n"
           "  keys ...          manage API keys (arrives with admin-managed keys; static keys live in the config)\n"
-          "  status            table of accounts and keys (arrives with the quota engine)\n"
+          "  status [-c FILE]  table of upstream accounts and their quota buckets (--db, --json)\n"
           "  --version         print the version\n"
           "Every command takes --help.  Docs: README.md and docs/.\n",
           f);
@@ -105,7 +106,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "sim")) return qg_sim_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "keys"))
         return cmd_later("keys", "admin-managed keys come with periodic key policies; static keys are set under keys: in the config");
-    if (!strcmp(cmd, "status")) return cmd_later("status", "the account/key table comes with the quota engine");
+    if (!strcmp(cmd, "status")) return qg_status_main(argc - 1, argv + 1);
     fprintf(stderr, "quotagate: unknown command %s\n", cmd);
     usage(stderr);
     return 2;
