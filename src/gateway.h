@@ -52,6 +52,7 @@ typedef struct qg_worker {
     size_t n_exchanges;        /* in-flight proxied requests */
     _Atomic int64_t requests;  /* requests made (each ends in one ledger row); written by this worker only */
     uint64_t seq;
+    uint64_t ticks;            /* ledger timer ticks (periodic account saves) */
 } qg_worker;
 
 struct qg_gateway {

@@ -161,7 +161,11 @@ static void settle_account(qg_exchange *ex)
     int64_t now = qg_now_ms();
     qg_qacct *q = ex->resv.a;
     qg_quota_settle(&ex->resv, &actual, now);
-    qg_accounts_save(ex->w->gw->ledger, ex->w->id, q, now, false);
+    /* a bucket this request spent is saved at once: a restart must know it */
+    int64_t until;
+    qg_block why;
+    bool spent = !qg_quota_eligible(q, &ex->est, now, &until, &why);
+    qg_accounts_save(ex->w->gw->ledger, ex->w->id, q, now, spent);
 }
 
 static void exchange_free(qg_exchange *ex)
@@ -362,6 +366,7 @@ static bool decide_held(qg_exchange *ex, bool complete)
     }
     if (!complete && ex->u) qg_upconn_abort(ex->u);
     ex->u = NULL;
+    qg_buf_free(&ex->err_body);
     attempt_failed(ex, ex->held_status, QG_UPERR_NONE, &v, act);
     return false;
 }
@@ -375,6 +380,7 @@ static void hold_error(qg_exchange *ex, const qg_http_msg *resp)
     ex->held_len = !resp->chunked && resp->content_length >= 0 ? resp->content_length : -1;
     qg_buf_reset(&ex->held_head);
     build_response_head(ex, resp, &ex->held_head);
+    qg_buf_free(&ex->err_body); /* an earlier attempt's */
     qg_buf_init(&ex->err_body, QG_ERROR_BODY_MAX);
 }
 

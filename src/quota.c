@@ -186,7 +186,7 @@ void qg_quota_cost(const qg_model_cfg *m, int64_t in, int64_t out, qg_qamount *a
 void qg_quota_estimate(const qg_model_cfg *m, size_t body_len, int64_t max_tokens, qg_qamount *out)
 {
     int64_t cap = QG_DEFAULT_OUTPUT_ESTIMATE;
-    if (max_tokens > 0) cap = max_tokens;
+    if (max_tokens > 0 && max_tokens < cap) cap = max_tokens;
     if (m && m->max_output_tokens > 0 && m->max_output_tokens < cap) cap = m->max_output_tokens;
     qg_quota_cost(m, (int64_t)(body_len / 4), cap, out);
 }
@@ -277,19 +277,24 @@ static verdict bucket_verdict(const qg_qbucket *b, int64_t need, int64_t others,
 {
     int64_t lim = LD(b->limit);
     *reset = 0;
+    if (lim < 0) return V_FREE; /* no known limit never blocks, expired or not (SPEC §4.2) */
     if (expired(b, now)) return b->pool || !b->implicit ? V_OUT : V_FREE;
-    if (lim < 0) return V_FREE;
     int64_t used = eff_used(b, now);
     bool full;
     if (b->unit == QG_UNIT_PERCENT) full = used >= lim;
-    else if (b->unit == QG_UNIT_REQUESTS) full = used + others + need > lim;
+    /* the provider's own remaining (a live header window) is what its next answer checks:
+     * a request must fit it, or it is the 429 we steer around */
+    else if (b->unit == QG_UNIT_REQUESTS || (b->header_slot >= 0 && stated_live(b, now)))
+        full = used + others + need > lim;
     else full = used >= lim || (used + others + need > lim && others > 0);
     if (!full) return V_FREE;
     *reset = eff_reset(b, now);
     if (*reset > now) return V_BLOCKED;
     /* spent with no reset: credits (out until topped up), or a window with no known reset,
-     * which never blocks (SPEC §4.2) */
-    return b->kind == QG_BUCKET_CREDITS ? V_OUT : V_FREE;
+     * which never blocks (SPEC §4.2).  Credits only full with what is in flight are not
+     * spent: refused for now (until not known), not depleted. */
+    if (b->kind != QG_BUCKET_CREDITS) return V_FREE;
+    return used >= lim ? V_OUT : V_BLOCKED;
 }
 
 typedef struct {
@@ -320,15 +325,15 @@ static acct_verdict buckets_verdict(const qg_qacct *a, const qg_qamount *est, bo
             continue;
         }
         if (v == V_BLOCKED && r.v != V_OUT) {
-            if (reset > r.until) r.until = reset, r.header = b->header_slot >= 0;
+            if (reset > r.until) r.until = reset, r.header = b->header_slot >= 0 && LD(b->h_at);
             r.v = V_BLOCKED;
         } else if (v == V_OUT) {
             r.v = V_OUT;
         }
     }
-    if (n_pools && !pools_free && r.v == V_FREE) {
+    if (n_pools && !pools_free && r.v != V_OUT) {
         if (pools_out == n_pools) r.v = V_OUT;
-        else r.v = V_BLOCKED, r.until = pool_until;
+        else if (r.v == V_FREE || pool_until > r.until) r.v = V_BLOCKED, r.until = pool_until, r.header = false;
     }
     return r;
 }
@@ -439,6 +444,8 @@ bool qg_quota_eligible(const qg_qacct *ca, const qg_qamount *est, int64_t now, i
     return false;
 }
 
+static int64_t remaining_of(const qg_qbucket *b, int64_t now);
+
 /* ---- bucket writes ---- */
 
 /* Brings a bucket's counters into the window containing now; the CAS winner zeroes. */
@@ -446,7 +453,11 @@ static void roll(qg_qbucket *b, int64_t now)
 {
     if (b->header_slot >= 0 && LD(b->h_at)) {
         int64_t r = LD(b->stated_reset);
-        if (r && r <= now && atomic_compare_exchange_strong(&b->stated_reset, &r, 0)) ST(b->used, 0);
+        if (r && r <= now && atomic_compare_exchange_strong(&b->stated_reset, &r, 0)) {
+            ST(b->used, 0);
+            if (sliding(b))
+                for (int i = 0; i < QG_SLIDING_SLICES; i++) ST(b->slice[i], 0);
+        }
     }
     if (sliding(b) || b->kind == QG_BUCKET_CREDITS || b->period_ms <= 0) return;
     int64_t mark = LD(b->mark);
@@ -461,6 +472,7 @@ static void roll(qg_qbucket *b, int64_t now)
 static void bucket_add(qg_qbucket *b, int64_t v, int64_t now)
 {
     if (!v) return;
+    roll(b, now);
     if (sliding(b)) {
         int64_t no = now / slice_len(b);
         int i = (int)(no % QG_SLIDING_SLICES);
@@ -469,7 +481,6 @@ static void bucket_add(qg_qbucket *b, int64_t v, int64_t now)
         ADD(b->slice[i], v);
         return;
     }
-    roll(b, now);
     ADD(b->used, v);
 }
 
@@ -515,6 +526,15 @@ bool qg_quota_reserve(qg_qacct *a, const qg_qamount *est, int64_t now, qg_qresv 
     return false;
 }
 
+/* part / whole in millionths, without overflow for any amounts (limits reach 1e15 and
+ * micro-USD scales them by 1e6). */
+static int64_t ppm_of(int64_t part, int64_t whole)
+{
+    if (whole <= 0) return -1;
+    __int128 r = (__int128)part * 1000000 / whole;
+    return r > INT64_MAX ? INT64_MAX : r < INT64_MIN ? INT64_MIN : (int64_t)r;
+}
+
 static int64_t day_of(int64_t now) { return now / DAY_MS - (now % DAY_MS < 0); }
 
 static void burn_add(qg_qacct *a, const qg_qamount *v, int64_t now)
@@ -528,15 +548,32 @@ static void burn_add(qg_qacct *a, const qg_qamount *v, int64_t now)
         if (v->v[u]) ADD(a->day_used[i][u], v->v[u]);
 }
 
+/* combine any: the pool a settlement draws on — the first (in config order) it is charged
+ * in that still has room for it, else the first it is charged in; -1 none. */
+static int draw_pool(const qg_qacct *a, const qg_qamount *actual, int64_t now)
+{
+    int first = -1;
+    for (size_t i = 0; i < a->n_b; i++) {
+        const qg_qbucket *b = &a->b[i];
+        int64_t v = need_of(b, actual), reset;
+        if (!b->pool || !v || b->unit == QG_UNIT_PERCENT) continue;
+        if (bucket_verdict(b, v, 0, now, &reset) == V_FREE) return (int)i;
+        if (first < 0) first = (int)i;
+    }
+    return first;
+}
+
 void qg_quota_settle(qg_qresv *r, const qg_qamount *actual, int64_t now)
 {
     qg_qacct *a = r->a;
     if (!a) return;
     reserve_add(a, &r->est, -1);
+    int pool = a->combine_any ? draw_pool(a, actual, now) : -1;
     for (size_t i = 0; i < a->n_b; i++) {
         qg_qbucket *b = &a->b[i];
         int64_t v = need_of(b, actual);
         if (b->unit == QG_UNIT_PERCENT || !v || (b->header_slot >= 0 && (r->fed >> b->header_slot & 1))) continue;
+        if (b->pool && (int)i != pool) continue; /* combine any: one pool pays */
         bucket_add(b, v, now);
         if (!b->implicit && LD(b->source) == QG_SRC_CONFIG) ST(b->source, QG_SRC_LOCAL);
         ST(b->updated_at, now);
@@ -667,7 +704,8 @@ void qg_quota_on_success(qg_qacct *a, int64_t now)
         if (LD(a->probation)) ST(a->probation, 0);
         return;
     }
-    if (st_until(w) > now && s != QG_ACCT_COOLING) return; /* an answer from before the depletion */
+    /* an answer from before the depletion, or a stated cooling (retry-after) */
+    if (st_until(w) > now && (s != QG_ACCT_COOLING || st_stated(w))) return;
     /* A trial (or a late answer) succeeded: the provider serves again.  Credits our local
      * count called spent are evidently not: stop counting against the configured balance. */
     for (size_t i = 0; i < a->n_b; i++) {
@@ -687,13 +725,20 @@ void qg_quota_enable(qg_qacct *a, int64_t now)
     ST(a->fails, 0);
     ST(a->probation, 0);
     ST(a->trial, 0);
+    /* "It has room": what said otherwise is set aside — a spent credit balance until
+     * restart, a spent window's count until the provider's next figure. */
     for (size_t i = 0; i < a->n_b; i++) {
         qg_qbucket *b = &a->b[i];
-        if (b->kind == QG_BUCKET_CREDITS && LD(b->limit) >= 0 && LD(b->used) >= LD(b->limit)) {
+        if (LD(b->limit) < 0 || remaining_of(b, now) > 0) continue;
+        if (b->kind == QG_BUCKET_CREDITS) {
             ST(b->limit, -1);
-            ST(b->source, QG_SRC_OPERATOR);
-            ST(b->updated_at, now);
+        } else {
+            ST(b->used, 0);
+            ST(b->stated_reset, 0);
+            for (int k = 0; k < QG_SLIDING_SLICES; k++) ST(b->slice[k], 0);
         }
+        ST(b->source, QG_SRC_OPERATOR);
+        ST(b->updated_at, now);
     }
     bump(a);
 }
@@ -723,7 +768,7 @@ int64_t qg_quota_burn_per_day(const qg_qacct *ca, qg_unit u, int64_t now)
             int64_t elapsed = QG_MAX(now - today * DAY_MS, 6 * HOUR_MS);
             v = (int64_t)((double)v * (double)DAY_MS / (double)elapsed);
         }
-        sum += v * (64 >> age);
+        sum = v > (INT64_MAX - sum) / 64 ? INT64_MAX : sum + v * (64 >> age); /* saturates */
     }
     return sum / 127;
 }
@@ -761,7 +806,7 @@ void qg_quota_bucket_status(const qg_qacct *a, size_t i, int64_t now, qg_bucket_
     o->limit = LD(((qg_qbucket *)b)->limit);
     o->remaining = remaining_of(b, now);
     o->used = o->limit >= 0 ? o->limit - o->remaining : eff_used(b, now);
-    o->ratio_ppm = o->limit > 0 ? o->remaining * 1000000 / o->limit : -1;
+    o->ratio_ppm = o->limit > 0 ? ppm_of(o->remaining, o->limit) : -1;
     o->reset_ms = eff_reset(b, now);
     o->expires_ms = b->kind == QG_BUCKET_CREDITS ? b->expires_at_ms : 0;
     o->burn_per_day = b->unit == QG_UNIT_PERCENT ? 0 : qg_quota_burn_per_day(a, b->unit, now);
@@ -778,7 +823,7 @@ void qg_quota_bucket_status(const qg_qacct *a, size_t i, int64_t now, qg_bucket_
     o->alert = QG_ALERT_OK;
     if (o->limit < 0) return;
     if (o->remaining <= 0) o->alert = QG_ALERT_EXHAUSTED;
-    else if (o->at_risk * 1000000 >= o->limit * (int64_t)QG_ALERT_LOSE_PPM && ttl <= QG_ALERT_LOSE_MS)
+    else if (ppm_of(o->at_risk, o->limit) >= QG_ALERT_LOSE_PPM && ttl <= QG_ALERT_LOSE_MS)
         o->alert = QG_ALERT_USE_OR_LOSE;
     else if (b->kind == QG_BUCKET_CREDITS &&
              (o->ratio_ppm < QG_ALERT_TOPUP_PPM || (o->days_left >= 0 && o->days_left < QG_ALERT_TOPUP_DAYS)))
@@ -795,13 +840,13 @@ static int64_t bucket_pressure(const qg_qacct *a, size_t i, int64_t now)
     const qg_qbucket *b = &a->b[i];
     int64_t ttl, risk = at_risk(a, b, now, &ttl), lim = LD(((qg_qbucket *)b)->limit);
     if (!risk) return 0;
-    int64_t ppm = risk * 1000000 / lim;
+    int64_t ppm = ppm_of(risk, lim);
     if (!a->combine_any) {
         for (size_t j = 0; j < a->n_b; j++) {
             const qg_qbucket *c = &a->b[j];
             int64_t cl = LD(((qg_qbucket *)c)->limit), lt = loss_at(c, now);
             if (j == i || cl <= 0 || c->kind == QG_BUCKET_RATE || (lt && lt <= now + ttl)) continue;
-            ppm = QG_MIN(ppm, remaining_of(c, now) * 1000000 / cl);
+            ppm = QG_MIN(ppm, ppm_of(remaining_of(c, now), cl));
         }
     }
     return ppm * HOUR_MS / QG_MAX(ttl, (int64_t)60000);
@@ -814,7 +859,7 @@ void qg_quota_rank(const qg_qacct *a, int64_t now, qg_qrank *out)
         const qg_qbucket *b = &a->b[i];
         int64_t lim = LD(((qg_qbucket *)b)->limit);
         if (lim <= 0) continue;
-        int64_t ratio = remaining_of(b, now) * 1000000 / lim;
+        int64_t ratio = ppm_of(remaining_of(b, now), lim);
         if (b->pool) hi = QG_MAX(hi, ratio);
         else lo = QG_MIN(lo, ratio);
         pressure = QG_MAX(pressure, bucket_pressure(a, i, now));
@@ -873,6 +918,12 @@ void qg_quota_serialize(const qg_qacct *ca, qg_buf *out)
     }
 }
 
+/* Saved text is outside input (a damaged file, another version): amounts and times are
+ * clamped to ranges the arithmetic above cannot overflow with. */
+#define RESTORE_MAX (1LL << 53)
+static int64_t amount(int64_t v) { return v < -1 ? -1 : QG_MIN(v, RESTORE_MAX); }
+static int64_t when(int64_t v) { return v < 0 ? 0 : QG_MIN(v, RESTORE_MAX / 1024); }
+
 static qg_qbucket *bucket_named(qg_qacct *a, const char *name)
 {
     for (size_t i = 0; i < a->n_b; i++)
@@ -882,35 +933,36 @@ static qg_qbucket *bucket_named(qg_qacct *a, const char *name)
 
 static void restore_line(qg_qacct *a, const char *line, int64_t now)
 {
-    char name[72];
+    char name[160]; /* bucket names: at most 128 characters */
     int64_t v[10];
     int src, idx;
-    if (sscanf(line, "b %71s %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %d %" SCNd64 " %" SCNd64 " %" SCNd64
+    if (sscanf(line, "b %159s %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %d %" SCNd64 " %" SCNd64 " %" SCNd64
                      " %" SCNd64 " %" SCNd64,
                name, &v[0], &v[1], &v[2], &v[3], &src, &v[4], &v[5], &v[6], &v[7], &v[8]) == 11) {
         qg_qbucket *b = bucket_named(a, name);
         if (!b) return; /* a bucket no longer configured */
         /* a configured limit wins over a saved one unless the saved one came from the provider */
-        if (src == QG_SRC_HEADER || b->cfg_limit < 0) ST(b->limit, v[0]);
-        ST(b->used, v[1]);
-        ST(b->mark, v[2]);
-        ST(b->stated_reset, v[3] > now ? v[3] : 0);
+        if (src == QG_SRC_HEADER || b->cfg_limit < 0) ST(b->limit, amount(v[0]));
+        ST(b->used, QG_MAX(amount(v[1]), (int64_t)0));
+        ST(b->mark, when(v[2]));
+        /* kept even when past: eff_used/roll then end the use it covered, as they would have */
+        ST(b->stated_reset, when(v[3]));
         ST(b->source, src >= QG_SRC_CONFIG && src <= QG_SRC_OPERATOR ? src : QG_SRC_LOCAL);
-        ST(b->updated_at, v[4]);
-        ST(b->h_limit, v[5]);
-        ST(b->h_remaining, v[6]);
-        ST(b->h_reset, v[7]);
-        ST(b->h_at, v[8]);
-    } else if (sscanf(line, "s %71s %d %" SCNd64 " %" SCNd64, name, &idx, &v[0], &v[1]) == 4) {
+        ST(b->updated_at, when(v[4]));
+        ST(b->h_limit, amount(v[5]));
+        ST(b->h_remaining, amount(v[6]));
+        ST(b->h_reset, when(v[7]));
+        ST(b->h_at, when(v[8]));
+    } else if (sscanf(line, "s %159s %d %" SCNd64 " %" SCNd64, name, &idx, &v[0], &v[1]) == 4) {
         qg_qbucket *b = bucket_named(a, name);
         if (!b || idx < 0 || idx >= QG_SLIDING_SLICES) return;
-        ST(b->slice_no[idx], v[0]);
-        ST(b->slice[idx], v[1]);
+        ST(b->slice_no[idx], when(v[0]));
+        ST(b->slice[idx], QG_MAX(amount(v[1]), (int64_t)0));
     } else if (sscanf(line, "d %d %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64,
                       &idx, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6]) == 8) {
         if (idx < 0 || idx >= QG_BURN_DAYS) return;
-        ST(a->day_no[idx], v[0]);
-        for (int u = 0; u < QG_UNIT_N; u++) ST(a->day_used[idx][u], v[1 + u]);
+        ST(a->day_no[idx], when(v[0]));
+        for (int u = 0; u < QG_UNIT_N; u++) ST(a->day_used[idx][u], QG_MAX(amount(v[1 + u]), (int64_t)0));
     }
 }
 
@@ -932,6 +984,7 @@ int qg_quota_restore(qg_qacct *a, const char *text, size_t n, int64_t now)
         if (first) {
             if (sscanf(line, "qg1 %" SCNu64 " %d %d %d %" SCNd64, &st, &fails, &prob, &cls, &err_at) != 5) return -1;
             if (st_state(st) > QG_ACCT_DISABLED) return -1;
+            if (st_until(st) > RESTORE_MAX) return -1;
             ST(a->st, st);
             ST(a->fails, fails);
             ST(a->probation, prob);

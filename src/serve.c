@@ -37,10 +37,18 @@ static void dns_notify_cb(void *ud)
     qg_resolver_poll(w->gw->resolver, w->id);
 }
 
+/* Also, on worker 0 once a second: accounts whose counts or header figures changed since
+ * their last save are saved (qg_accounts_save throttles each to once a second), so the
+ * store trails the live state by about a second even when traffic stops. */
 static void ledger_timer_cb(qg_timer *t)
 {
     qg_worker *w = t->ud;
-    qg_ledger_retry(w->gw->ledger, w->id);
+    qg_gateway *gw = w->gw;
+    qg_ledger_retry(gw->ledger, w->id);
+    if (w->id == 0 && ++w->ticks % (1000 / LEDGER_RETRY_MS) == 0) {
+        int64_t now = qg_now_ms();
+        for (size_t i = 0; i < gw->accounts.n; i++) qg_accounts_save(gw->ledger, 0, &gw->accounts.a[i], now, false);
+    }
     qg_timer_start(w->loop, t, LEDGER_RETRY_MS);
 }
 
