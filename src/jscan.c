@@ -200,7 +200,9 @@ static long scan_value(scan *sc, size_t i, int depth, qg_json_type *type)
 static bool key_is(const char *raw, size_t len, bool escaped, const char *name)
 {
     /* raw holds no NUL (controls are invalid in JSON strings), so strncmp stops at name's */
-    if (!escaped) return len ? name[0] == raw[0] && strncmp(name, raw, len) == 0 && name[len] == 0 : !name[0];
+    if (!escaped) /* the first two bytes first: most names differ there ("messages", "max_tokens") */
+        return len ? name[0] == raw[0] && (len == 1 || name[1] == raw[1]) && strncmp(name, raw, len) == 0 && name[len] == 0
+                   : !name[0];
     char dec[64];
     qg_json_span s = {QG_JSON_STRING, 0, len + 2};
     char quoted[66];
@@ -254,6 +256,7 @@ int qg_jscan_object(const char *text, size_t n, const char *const *wanted, size_
                 return -1;
             }
             found[w] = (qg_json_span){t, i, (size_t)v - i};
+            break; /* wanted names are distinct: no other can match */
         }
         i = skip_ws(&sc, (size_t)v);
         if (i < n && text[i] == '}') {

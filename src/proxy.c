@@ -160,11 +160,8 @@ static void settle_account(qg_exchange *ex)
     qg_quota_cost(ex->model, ex->row->prompt_tokens, ex->row->completion_tokens, &actual);
     int64_t now = qg_now_ms();
     qg_qacct *q = ex->resv.a;
-    qg_quota_settle(&ex->resv, &actual, now);
-    /* a bucket this request spent is saved at once: a restart must know it */
-    int64_t until;
-    qg_block why;
-    bool spent = !qg_quota_eligible(q, &ex->est, now, &until, &why);
+    /* a bucket this request used up is saved at once: a restart must know it */
+    bool spent = qg_quota_settle(&ex->resv, &actual, now);
     qg_accounts_save(ex->w->gw->ledger, ex->w->id, q, now, spent);
 }
 

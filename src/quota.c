@@ -314,6 +314,10 @@ static acct_verdict buckets_verdict(const qg_qacct *a, const qg_qamount *est, bo
     int64_t pool_until = INT64_MAX;
     for (size_t i = 0; i < a->n_b; i++) {
         const qg_qbucket *b = &a->b[i];
+        if (LD(((qg_qbucket *)b)->limit) < 0) { /* unknown: free (bucket_verdict), and the usual case of header slots */
+            n_pools += b->pool, pools_free += b->pool;
+            continue;
+        }
         int64_t need = need_of(b, est), others = reserved_of(a, b) - (est_reserved ? need : 0), reset;
         if (others < 0) others = 0;
         verdict v = bucket_verdict(b, need, others, now, &reset);
@@ -563,10 +567,11 @@ static int draw_pool(const qg_qacct *a, const qg_qamount *actual, int64_t now)
     return first;
 }
 
-void qg_quota_settle(qg_qresv *r, const qg_qamount *actual, int64_t now)
+bool qg_quota_settle(qg_qresv *r, const qg_qamount *actual, int64_t now)
 {
     qg_qacct *a = r->a;
-    if (!a) return;
+    bool spent = false;
+    if (!a) return false;
     reserve_add(a, &r->est, -1);
     int pool = a->combine_any ? draw_pool(a, actual, now) : -1;
     for (size_t i = 0; i < a->n_b; i++) {
@@ -574,7 +579,10 @@ void qg_quota_settle(qg_qresv *r, const qg_qamount *actual, int64_t now)
         int64_t v = need_of(b, actual);
         if (b->unit == QG_UNIT_PERCENT || !v || (b->header_slot >= 0 && (r->fed >> b->header_slot & 1))) continue;
         if (b->pool && (int)i != pool) continue; /* combine any: one pool pays */
+        int64_t lim = LD(b->limit);
+        if (b->implicit && lim < 0) continue; /* a header slot the provider never reported */
         bucket_add(b, v, now);
+        spent |= lim >= 0 && remaining_of(b, now) <= 0;
         if (!b->implicit && LD(b->source) == QG_SRC_CONFIG) ST(b->source, QG_SRC_LOCAL);
         ST(b->updated_at, now);
     }
@@ -582,6 +590,7 @@ void qg_quota_settle(qg_qresv *r, const qg_qamount *actual, int64_t now)
     if (r->trial) ST(a->trial, 0);
     bump(a);
     r->a = NULL;
+    return spent;
 }
 
 void qg_quota_release(qg_qresv *r)

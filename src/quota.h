@@ -144,7 +144,7 @@ void qg_quota_estimate(const qg_model_cfg *m, size_t body_len, int64_t max_token
  * false with *until = the earliest moment it may (0: not known, e.g. disabled). */
 bool qg_quota_reserve(qg_qacct *a, const qg_qamount *est, int64_t now, qg_qresv *r, int64_t *until, qg_block *why);
 /* Ends a reservation: with the actual use (settle) or none (release).  Exactly one per reserve. */
-void qg_quota_settle(qg_qresv *r, const qg_qamount *actual, int64_t now);
+bool qg_quota_settle(qg_qresv *r, const qg_qamount *actual, int64_t now); /* true: it used a bucket up */
 void qg_quota_release(qg_qresv *r);
 /* May the account take est now?  Same rules as reserve, nothing changed. */
 bool qg_quota_eligible(const qg_qacct *a, const qg_qamount *est, int64_t now, int64_t *until, qg_block *why);
