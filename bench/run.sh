@@ -80,7 +80,7 @@ fstype=$(df --output=fstype "$dir" | tail -1 | tr -d ' ')
 case $fstype in tmpfs | ramfs) fail "$TMPROOT is on $fstype; the ledger must be on disk (set BENCH_TMP to a directory on disk)" ;; esac
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; fail "port $1 never opened"; }
+wait_port() { for _ in $(seq 1 1200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; fail "port $1 never opened"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 

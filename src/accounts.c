@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define SAVE_EVERY_MS 1000
+#define SAVE_EVERY_MS 10000 /* counting and header updates; state changes are saved at once */
 
 void qg_accounts_build(qg_accounts *t, const qg_config *cfg)
 {

@@ -9,7 +9,9 @@
  *
  * Persistence: qg_accounts_load restores the saved state at start-up (before the workers
  * run); qg_accounts_save hands an account's state to the ledger writer when it changed —
- * at once for state changes, at most once a second for header and counting updates —
+ * at once for state changes and spent buckets, at most once every 10 s for header and
+ * counting updates (each account busy at thousands of requests a second would otherwise
+ * cost the writer an upsert a second) —
  * and qg_accounts_save_all does so for every changed account at shutdown.
  */
 #ifndef QG_ACCOUNTS_H

@@ -92,6 +92,8 @@ static const char *const slot_bucket_names[QG_RL_N] = {
     "hdr.requests", "hdr.tokens", "hdr.input_tokens", "hdr.output_tokens", "hdr.tokens_long", "hdr.window_short",
     "hdr.window_long"};
 
+static bool sliding(const qg_qbucket *b);
+
 static void bucket_init(qg_qbucket *b, const qg_bucket_cfg *c, bool combine_any)
 {
     memset(b, 0, sizeof *b);
@@ -109,6 +111,10 @@ static void bucket_init(qg_qbucket *b, const qg_bucket_cfg *c, bool combine_any)
     ST(b->source, QG_SRC_CONFIG);
     ST(b->h_limit, -1);
     ST(b->h_remaining, -1);
+    if (sliding(b)) {
+        b->slice = qg_xcalloc(QG_SLIDING_SLICES, sizeof *b->slice);
+        b->slice_no = qg_xcalloc(QG_SLIDING_SLICES, sizeof *b->slice_no);
+    }
 }
 
 /* Which configured bucket a header slot feeds: a rate bucket of the slot's unit for the
@@ -145,7 +151,7 @@ void qg_qacct_init(qg_qacct *a, const qg_provider_cfg *p, const qg_account_cfg *
     size_t n_cfg = ac->n_buckets;
     a->b = qg_xcalloc(n_cfg + QG_RL_N, sizeof *a->b);
     for (size_t i = 0; i < n_cfg; i++) bucket_init(&a->b[i], &ac->buckets[i], ac->combine_any);
-    a->n_b = n_cfg;
+    a->n_b = a->n_cfg = n_cfg;
     for (int s = 0; s < QG_RL_N; s++) {
         int m = match_slot(a, s, n_cfg);
         if (m < 0) { /* an implicit bucket, unknown until the provider's first header */
@@ -165,6 +171,10 @@ void qg_qacct_init(qg_qacct *a, const qg_provider_cfg *p, const qg_account_cfg *
 
 void qg_qacct_free(qg_qacct *a)
 {
+    for (size_t i = 0; a->b && i < a->n_b; i++) {
+        free(a->b[i].slice);
+        free(a->b[i].slice_no);
+    }
     free(a->b);
     a->b = NULL;
     a->n_b = 0;
@@ -195,6 +205,7 @@ void qg_quota_estimate(const qg_model_cfg *m, size_t body_len, int64_t max_token
 
 static bool sliding(const qg_qbucket *b)
 {
+    /* (bucket_init allocates the slices by this rule) */
     return b->kind != QG_BUCKET_CREDITS && b->reset == QG_RESET_SLIDING && b->period_ms >= QG_SLIDING_SLICES;
 }
 static int64_t slice_len(const qg_qbucket *b) { return b->period_ms / QG_SLIDING_SLICES; }
@@ -267,6 +278,10 @@ static int64_t reserved_of(const qg_qacct *a, const qg_qbucket *b)
     return b->unit == QG_UNIT_PERCENT ? 0 : LD(m->reserved[b->unit]);
 }
 
+/* An implicit bucket the provider never reported: unknown, so the request path skips it
+ * without reading it (one bit test instead of a cache line per header slot). */
+static bool idle(const qg_qacct *a, size_t i, unsigned live) { return i >= a->n_cfg && !(live >> (i - a->n_cfg) & 1); }
+
 typedef enum { V_FREE, V_BLOCKED, V_OUT } verdict;
 
 /* `others`: what other requests in flight hold in this bucket's unit.  Whole units
@@ -312,8 +327,10 @@ static acct_verdict buckets_verdict(const qg_qacct *a, const qg_qamount *est, bo
     acct_verdict r = {V_FREE, 0, false};
     int n_pools = 0, pools_free = 0, pools_out = 0;
     int64_t pool_until = INT64_MAX;
+    unsigned live = LD(((qg_qacct *)a)->live);
     for (size_t i = 0; i < a->n_b; i++) {
         const qg_qbucket *b = &a->b[i];
+        if (idle(a, i, live)) continue;
         if (LD(((qg_qbucket *)b)->limit) < 0) { /* unknown: free (bucket_verdict), and the usual case of header slots */
             n_pools += b->pool, pools_free += b->pool;
             continue;
@@ -491,7 +508,7 @@ static void bucket_add(qg_qbucket *b, int64_t v, int64_t now)
 /* A first_use window opens with the first request after the last one closed. */
 static void open_windows(qg_qacct *a, int64_t now)
 {
-    for (size_t i = 0; i < a->n_b; i++) {
+    for (size_t i = 0; i < a->n_cfg; i++) {
         qg_qbucket *b = &a->b[i];
         if (b->reset != QG_RESET_FIRST_USE || b->kind != QG_BUCKET_WINDOW || sliding(b)) continue;
         roll(b, now);
@@ -557,7 +574,7 @@ static void burn_add(qg_qacct *a, const qg_qamount *v, int64_t now)
 static int draw_pool(const qg_qacct *a, const qg_qamount *actual, int64_t now)
 {
     int first = -1;
-    for (size_t i = 0; i < a->n_b; i++) {
+    for (size_t i = 0; i < a->n_cfg; i++) {
         const qg_qbucket *b = &a->b[i];
         int64_t v = need_of(b, actual), reset;
         if (!b->pool || !v || b->unit == QG_UNIT_PERCENT) continue;
@@ -574,7 +591,9 @@ bool qg_quota_settle(qg_qresv *r, const qg_qamount *actual, int64_t now)
     if (!a) return false;
     reserve_add(a, &r->est, -1);
     int pool = a->combine_any ? draw_pool(a, actual, now) : -1;
+    unsigned live = LD(a->live);
     for (size_t i = 0; i < a->n_b; i++) {
+        if (idle(a, i, live)) continue;
         qg_qbucket *b = &a->b[i];
         int64_t v = need_of(b, actual);
         if (b->unit == QG_UNIT_PERCENT || !v || (b->header_slot >= 0 && (r->fed >> b->header_slot & 1))) continue;
@@ -617,6 +636,8 @@ unsigned qg_quota_on_headers(qg_qacct *a, const qg_rl_snapshot *s, int64_t now)
         ST(b->h_remaining, e->remaining);
         ST(b->h_reset, e->reset_ms);
         ST(b->h_at, now);
+        if (b->implicit && !(LD(a->live) >> (a->slot_bucket[slot] - a->n_cfg) & 1))
+            atomic_fetch_or_explicit(&a->live, 1u << (a->slot_bucket[slot] - a->n_cfg), memory_order_relaxed);
         int64_t lim = e->limit >= 0 ? e->limit : LD(b->limit);
         if (e->limit >= 0 && LD(b->limit) != e->limit) ST(b->limit, e->limit), changed = true;
         if (e->remaining >= 0 && lim >= 0) {
@@ -744,7 +765,7 @@ void qg_quota_enable(qg_qacct *a, int64_t now)
         } else {
             ST(b->used, 0);
             ST(b->stated_reset, 0);
-            for (int k = 0; k < QG_SLIDING_SLICES; k++) ST(b->slice[k], 0);
+            for (int k = 0; b->slice && k < QG_SLIDING_SLICES; k++) ST(b->slice[k], 0);
         }
         ST(b->source, QG_SRC_OPERATOR);
         ST(b->updated_at, now);
@@ -864,7 +885,9 @@ static int64_t bucket_pressure(const qg_qacct *a, size_t i, int64_t now)
 void qg_quota_rank(const qg_qacct *a, int64_t now, qg_qrank *out)
 {
     int64_t lo = 1000000, hi = -1, pressure = 0;
+    unsigned live = LD(((qg_qacct *)a)->live);
     for (size_t i = 0; i < a->n_b; i++) {
+        if (idle(a, i, live)) continue;
         const qg_qbucket *b = &a->b[i];
         int64_t lim = LD(((qg_qbucket *)b)->limit);
         if (lim <= 0) continue;
@@ -904,26 +927,45 @@ void qg_quota_order(qg_qacct *const *accts, size_t n, int64_t now, size_t *order
 
 /* ---- persistence (pure text) ---- */
 
+/* One line: a tag, an optional name, integers.  No printf: a gateway with thousands of
+ * busy accounts serializes each of them about once a second. */
+static void put_line(qg_buf *out, const char *tag, const char *name, const int64_t *v, int n)
+{
+    qg_buf_puts(out, tag);
+    if (name) {
+        qg_buf_append(out, " ", 1);
+        qg_buf_puts(out, name);
+    }
+    for (int i = 0; i < n; i++) {
+        qg_buf_append(out, " ", 1);
+        qg_buf_put_int(out, v[i]);
+    }
+    qg_buf_append(out, "\n", 1);
+}
+
 void qg_quota_serialize(const qg_qacct *ca, qg_buf *out)
 {
     qg_qacct *a = (qg_qacct *)ca;
-    qg_buf_appendf(out, "qg1 %" PRIu64 " %d %d %d %" PRId64 "\n", (uint64_t)LD(a->st), LD(a->fails), LD(a->probation),
-                   LD(a->last_class), LD(a->last_error_at));
+    int64_t head[] = {(int64_t)LD(a->st), LD(a->fails), LD(a->probation), LD(a->last_class), LD(a->last_error_at)};
+    put_line(out, "qg1", NULL, head, 5);
+    unsigned live = LD(a->live);
     for (size_t i = 0; i < a->n_b; i++) {
+        if (idle(a, i, live)) continue; /* nothing to say until the provider reports it */
         qg_qbucket *b = &a->b[i];
-        qg_buf_appendf(out, "b %s %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %d %" PRId64 " %" PRId64 " %" PRId64
-                            " %" PRId64 " %" PRId64 "\n",
-                       b->name, LD(b->limit), LD(b->used), LD(b->mark), LD(b->stated_reset), LD(b->source),
-                       LD(b->updated_at), LD(b->h_limit), LD(b->h_remaining), LD(b->h_reset), LD(b->h_at));
-        for (int s = 0; s < QG_SLIDING_SLICES; s++)
-            if (LD(b->slice[s]))
-                qg_buf_appendf(out, "s %s %d %" PRId64 " %" PRId64 "\n", b->name, s, LD(b->slice_no[s]), LD(b->slice[s]));
+        int64_t v[] = {LD(b->limit),      LD(b->used),  LD(b->mark),        LD(b->stated_reset), LD(b->source),
+                       LD(b->updated_at), LD(b->h_limit), LD(b->h_remaining), LD(b->h_reset),      LD(b->h_at)};
+        put_line(out, "b", b->name, v, 10);
+        for (int k = 0; b->slice && k < QG_SLIDING_SLICES; k++) {
+            if (!LD(b->slice[k])) continue;
+            int64_t sv[] = {k, LD(b->slice_no[k]), LD(b->slice[k])};
+            put_line(out, "s", b->name, sv, 3);
+        }
     }
     for (int d = 0; d < QG_BURN_DAYS; d++) {
         if (!LD(a->day_no[d])) continue;
-        qg_buf_appendf(out, "d %d %" PRId64, d, LD(a->day_no[d]));
-        for (int u = 0; u < QG_UNIT_N; u++) qg_buf_appendf(out, " %" PRId64, LD(a->day_used[d][u]));
-        qg_buf_puts(out, "\n");
+        int64_t dv[2 + QG_UNIT_N] = {d, LD(a->day_no[d])};
+        for (int u = 0; u < QG_UNIT_N; u++) dv[2 + u] = LD(a->day_used[d][u]);
+        put_line(out, "d", NULL, dv, 2 + QG_UNIT_N);
     }
 }
 
@@ -962,9 +1004,11 @@ static void restore_line(qg_qacct *a, const char *line, int64_t now)
         ST(b->h_remaining, amount(v[6]));
         ST(b->h_reset, when(v[7]));
         ST(b->h_at, when(v[8]));
+        if (b->implicit && LD(b->h_at))
+            atomic_fetch_or_explicit(&a->live, 1u << (size_t)(b - a->b - (ptrdiff_t)a->n_cfg), memory_order_relaxed);
     } else if (sscanf(line, "s %159s %d %" SCNd64 " %" SCNd64, name, &idx, &v[0], &v[1]) == 4) {
         qg_qbucket *b = bucket_named(a, name);
-        if (!b || idx < 0 || idx >= QG_SLIDING_SLICES) return;
+        if (!b || !b->slice || idx < 0 || idx >= QG_SLIDING_SLICES) return;
         ST(b->slice_no[idx], when(v[0]));
         ST(b->slice[idx], QG_MAX(amount(v[1]), (int64_t)0));
     } else if (sscanf(line, "d %d %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64,

@@ -77,8 +77,8 @@ typedef struct {
     _Atomic int64_t used;            /* this window's use (windows), spent (credits) */
     _Atomic int64_t mark;            /* anchored: the window start `used` belongs to; first_use: open window's start (0 none) */
     _Atomic int64_t stated_reset;    /* a reset the provider stated (headers); 0 none */
-    _Atomic int64_t slice[QG_SLIDING_SLICES];    /* sliding: use per slice */
-    _Atomic int64_t slice_no[QG_SLIDING_SLICES]; /* sliding: which slice number each holds */
+    _Atomic int64_t *slice;          /* sliding buckets only: [QG_SLIDING_SLICES] use per slice */
+    _Atomic int64_t *slice_no;       /* ... and which slice number each holds; NULL otherwise */
     _Atomic int source;              /* qg_quota_source of the latest knowledge */
     _Atomic int64_t updated_at;
     /* the latest header values for this bucket, raw (views) */
@@ -92,9 +92,11 @@ typedef struct qg_qacct {
     const char *provider;
     int priority, weight;
     bool combine_any, fail_closed;
-    qg_qbucket *b;
-    size_t n_b;
+    qg_qbucket *b;                   /* [n_b]: the configured ones [0, n_cfg), then implicit header buckets */
+    size_t n_b, n_cfg;
     int slot_bucket[QG_RL_N];        /* bucket index per header slot */
+    _Atomic unsigned live;           /* implicit buckets the provider has reported (bit i - n_cfg):
+                                        the request path skips the others without touching them */
     /* mutable, shared */
     _Atomic uint64_t st;             /* until_ms << 4 | stated << 3 | state (see quota.c) */
     _Atomic int fails;               /* consecutive failed attempts */

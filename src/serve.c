@@ -22,6 +22,7 @@
 
 #define DRAIN_POLL_MS 20
 #define LEDGER_RETRY_MS 100
+#define ACCOUNT_SCAN_MS 5000 /* the background pass over changed accounts (see ledger_timer_cb) */
 
 static void worker_ctl_cb(void *ud);
 
@@ -37,15 +38,15 @@ static void dns_notify_cb(void *ud)
     qg_resolver_poll(w->gw->resolver, w->id);
 }
 
-/* Also, on worker 0 once a second: accounts whose counts or header figures changed since
- * their last save are saved (qg_accounts_save throttles each to once a second), so the
- * store trails the live state by about a second even when traffic stops. */
+/* Also, on worker 0 every ACCOUNT_SCAN_MS: accounts whose counts or header figures changed since
+ * their last save are saved (qg_accounts_save throttles each to once every 10 s), so the
+ * store trails the live counts by at most ~15 s even when traffic stops. */
 static void ledger_timer_cb(qg_timer *t)
 {
     qg_worker *w = t->ud;
     qg_gateway *gw = w->gw;
     qg_ledger_retry(gw->ledger, w->id);
-    if (w->id == 0 && ++w->ticks % (1000 / LEDGER_RETRY_MS) == 0) {
+    if (w->id == 0 && ++w->ticks % (ACCOUNT_SCAN_MS / LEDGER_RETRY_MS) == 0) {
         int64_t now = qg_now_ms();
         for (size_t i = 0; i < gw->accounts.n; i++) qg_accounts_save(gw->ledger, 0, &gw->accounts.a[i], now, false);
     }

@@ -1513,7 +1513,8 @@ static void same_account(const qg_qacct *a, const qg_qacct *b, bool same_stated)
         assert_int_equal(x->h_remaining, y->h_remaining);
         assert_int_equal(x->h_reset, y->h_reset);
         assert_int_equal(x->h_at, y->h_at);
-        for (int s = 0; s < QG_SLIDING_SLICES; s++) {
+        assert_true(!x->slice == !y->slice);
+        for (int s = 0; x->slice && s < QG_SLIDING_SLICES; s++) {
             assert_int_equal(x->slice[s], y->slice[s]);
             if (x->slice[s]) assert_int_equal(x->slice_no[s], y->slice_no[s]);
         }
