@@ -381,6 +381,13 @@ static void hold_error(qg_exchange *ex, const qg_http_msg *resp)
     qg_buf_init(&ex->err_body, QG_ERROR_BODY_MAX);
 }
 
+static bool snapshot_spent(const qg_rl_snapshot *s)
+{
+    for (int i = 0; i < QG_RL_N; i++)
+        if (s->e[i].present && s->e[i].remaining == 0) return true;
+    return false;
+}
+
 static void on_up_head(void *ud, const qg_http_msg *resp)
 {
     qg_exchange *ex = ud;
@@ -388,7 +395,11 @@ static void on_up_head(void *ud, const qg_http_msg *resp)
     int64_t now = qg_now_ms();
     qg_qacct *q = ex->target->q;
     qg_rl_capture(resp->headers, resp->n_headers, now, &ex->snap);
-    if (q) ex->resv.fed = qg_quota_on_headers(q, &ex->snap, now);
+    if (q) {
+        ex->resv.fed = qg_quota_on_headers(q, &ex->snap, now);
+        if (snapshot_spent(&ex->snap)) /* the provider says a window is used up: a restart must know */
+            qg_accounts_save(ex->w->gw->ledger, ex->w->id, q, now, true);
+    }
     if (resp->status >= 400) {
         hold_error(ex, resp);
         return;
