@@ -252,7 +252,7 @@ int qg_jscan_object(const char *text, size_t n, const char *const *wanted, size_
             if (!key_is(key, klen, escaped, wanted[w])) continue;
             /* Parsers disagree on which duplicate wins; refuse to guess for a member we act on. */
             if (found[w].type != QG_JSON_NONE) {
-                *why = "a member the gateway reads (model, stream, stream_options) appears twice";
+                *why = "a member the gateway reads (model, stream, stream_options, max_tokens) appears twice";
                 return -1;
             }
             found[w] = (qg_json_span){t, i, (size_t)v - i};
