@@ -1,0 +1,137 @@
+/*
+ * policy.c — key quota policy windows.  See policy.h.
+ */
+#include "policy.h"
+
+#define MINUTE_MS 60000LL
+#define DAY_MS 86400000LL
+/* 0001-01-01 and 9999-12-31 as days since the epoch */
+#define MIN_DAY (-719162LL)
+#define MAX_DAY 2932896LL
+
+static int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+
+static bool leap(int64_t y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+int qg_days_in_month(int64_t y, int m)
+{
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    return m == 2 && leap(y) ? 29 : days[(m - 1) % 12];
+}
+
+/* Counts in 400-year eras starting on March 1st, so the leap day is the era-year's last day. */
+int64_t qg_days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = floor_div(y, 400);
+    int64_t yoe = y - era * 400;                                   /* [0, 399] */
+    int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1; /* [0, 365] */
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;           /* [0, 146096] */
+    return era * 146097 + doe - 719468;                            /* 1970-03-01 is day 719468 of era 0 */
+}
+
+void qg_civil_from_days(int64_t z, int64_t *y, int *m, int *d)
+{
+    z += 719468;
+    int64_t era = floor_div(z, 146097);
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+static bool in_range(int64_t t) { return t >= MIN_DAY * DAY_MS && t < (MAX_DAY + 1) * DAY_MS; }
+
+static int64_t step_ms(const qg_policy_cfg *p)
+{
+    switch (p->period) {
+    case QG_PERIOD_5H: return 300 * MINUTE_MS;
+    case QG_PERIOD_DAILY: return DAY_MS;
+    case QG_PERIOD_WEEKLY: return 7 * DAY_MS;
+    case QG_PERIOD_MINUTES: return p->minutes > 0 ? p->minutes * MINUTE_MS : 0;
+    default: return 0;
+    }
+}
+
+/* The anchor as a local civil date-time in its own offset. */
+typedef struct {
+    int64_t y;
+    int m, d;
+    int64_t ms_of_day;
+    int64_t offset_ms;
+} civil;
+
+static civil anchor_civil(const qg_policy_cfg *p)
+{
+    civil c;
+    c.offset_ms = (int64_t)p->anchor_offset_min * MINUTE_MS;
+    int64_t local = p->anchor_ms + c.offset_ms;
+    int64_t day = floor_div(local, DAY_MS);
+    c.ms_of_day = local - day * DAY_MS;
+    qg_civil_from_days(day, &c.y, &c.m, &c.d);
+    return c;
+}
+
+/* The start of monthly window k: k months after the anchor's month, on the anchor's day
+ * (clamped to the month's last), at its time of day, in its offset. */
+static int64_t month_start(const civil *a, int64_t k)
+{
+    int64_t months = a->y * 12 + (a->m - 1) + k;
+    int64_t y = floor_div(months, 12);
+    int m = (int)(months - y * 12) + 1;
+    int d = a->d;
+    int last = qg_days_in_month(y, m);
+    if (d > last) d = last;
+    return qg_days_from_civil(y, m, d) * DAY_MS + a->ms_of_day - a->offset_ms;
+}
+
+static int monthly_window(const qg_policy_cfg *p, int64_t t, qg_window *out)
+{
+    civil a = anchor_civil(p);
+    int64_t local = t + a.offset_ms, ty;
+    int tm, td;
+    qg_civil_from_days(floor_div(local, DAY_MS), &ty, &tm, &td);
+    int64_t k = (ty - a.y) * 12 + (tm - a.m);
+    /* the civil month difference is right or one too many (before the anchor's day/time) */
+    while (month_start(&a, k) > t) k--;
+    while (month_start(&a, k + 1) <= t) k++;
+    out->index = k;
+    out->start_ms = month_start(&a, k);
+    out->end_ms = month_start(&a, k + 1);
+    return 0;
+}
+
+int qg_policy_window(const qg_policy_cfg *p, int64_t t, qg_window *out)
+{
+    if (!in_range(t) || !in_range(p->anchor_ms)) return -1;
+    if (p->period == QG_PERIOD_MONTHLY) return monthly_window(p, t, out);
+    int64_t step = step_ms(p);
+    if (step <= 0) return -1;
+    int64_t k = floor_div(t - p->anchor_ms, step);
+    out->index = k;
+    out->start_ms = p->anchor_ms + k * step;
+    out->end_ms = out->start_ms + step;
+    return 0;
+}
+
+int qg_policy_window_at(const qg_policy_cfg *p, int64_t index, qg_window *out)
+{
+    if (!in_range(p->anchor_ms)) return -1;
+    if (p->period == QG_PERIOD_MONTHLY) {
+        if (index < -12 * 10000 || index > 12 * 10000) return -1;
+        civil a = anchor_civil(p);
+        out->index = index;
+        out->start_ms = month_start(&a, index);
+        out->end_ms = month_start(&a, index + 1);
+        return in_range(out->start_ms) && in_range(out->end_ms) ? 0 : -1;
+    }
+    int64_t step = step_ms(p);
+    if (step <= 0 || index < -(MAX_DAY * DAY_MS) / step || index > (MAX_DAY * DAY_MS) / step) return -1;
+    out->index = index;
+    out->start_ms = p->anchor_ms + index * step;
+    out->end_ms = out->start_ms + step;
+    return in_range(out->start_ms) && in_range(out->end_ms) ? 0 : -1;
+}
