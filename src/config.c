@@ -1209,6 +1209,10 @@ static int f_policies(ld *L, yaml_node_t *v, const char *path, void *obj)
     qg_key_cfg *k = obj;
     size_t n;
     if (list_len(L, v, path, 0, &n) < 0) return -1;
+    if (n > QG_KEY_MAX_POLICIES) {
+        cfg_err(L, line_of(v), path, "has %zu policies; a key may have at most %d", n, QG_KEY_MAX_POLICIES);
+        return -1;
+    }
     k->policies = qg_xcalloc(n, sizeof *k->policies);
     k->n_policies = n;
     for (size_t i = 0; i < n; i++) {

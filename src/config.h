@@ -102,6 +102,8 @@ typedef struct {
     int line;
 } qg_key_cfg;
 
+/* The most quota policies one key may have (keyquota.h keeps a counter ring for each). */
+#define QG_KEY_MAX_POLICIES 16
 /* The most accounts one request may be tried on (retry_attempts is validated against it). */
 #define QG_MAX_ATTEMPTS 10
 /* The most event-loop workers (`workers: N`, and the cap on `auto`). */

@@ -17,6 +17,7 @@
 #include "accounts.h"
 #include "config.h"
 #include "keys.h"
+#include "keyquota.h"
 #include "ledger.h"
 #include "loop.h"
 #include "resolver.h"
@@ -60,6 +61,7 @@ struct qg_gateway {
     qg_keytab keys;
     qg_router router;
     qg_accounts accounts;      /* upstream accounts' quota state, shared (atomics) */
+    qg_keyq **keyq;            /* [cfg->n_keys]: each static key's quota counters (keyquota.h), shared */
     qg_api *api;
     qg_ledger *ledger;
     qg_resolver *resolver;

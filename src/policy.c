@@ -3,6 +3,8 @@
  */
 #include "policy.h"
 
+#include <stdio.h>
+
 #define MINUTE_MS 60000LL
 #define DAY_MS 86400000LL
 /* 0001-01-01 and 9999-12-31 as days since the epoch */
@@ -134,4 +136,15 @@ int qg_policy_window_at(const qg_policy_cfg *p, int64_t index, qg_window *out)
     out->start_ms = p->anchor_ms + index * step;
     out->end_ms = out->start_ms + step;
     return in_range(out->start_ms) && in_range(out->end_ms) ? 0 : -1;
+}
+
+int qg_policy_label(const qg_policy_cfg *p, char *out, size_t n)
+{
+    switch (p->period) {
+    case QG_PERIOD_5H: return snprintf(out, n, "5h");
+    case QG_PERIOD_DAILY: return snprintf(out, n, "daily");
+    case QG_PERIOD_WEEKLY: return snprintf(out, n, "weekly");
+    case QG_PERIOD_MONTHLY: return snprintf(out, n, "monthly");
+    default: return snprintf(out, n, "%lldm", (long long)p->minutes);
+    }
 }

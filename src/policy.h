@@ -35,6 +35,10 @@ int qg_policy_window(const qg_policy_cfg *p, int64_t t, qg_window *out);
 /* The window with the given index (for a reservation's window after a reset). */
 int qg_policy_window_at(const qg_policy_cfg *p, int64_t index, qg_window *out);
 
+/* The period as written in config and in x-quota-<period>-* headers: "5h", "daily",
+ * "weekly", "monthly", "<N>m".  Returns the length. */
+int qg_policy_label(const qg_policy_cfg *p, char *out, size_t n);
+
 /* Calendar helpers (proleptic Gregorian, UTC): days since 1970-01-01 of a civil date, and back. */
 int64_t qg_days_from_civil(int64_t y, int m, int d);
 void qg_civil_from_days(int64_t days, int64_t *y, int *m, int *d);

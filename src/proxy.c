@@ -95,6 +95,8 @@ typedef struct {
     int64_t held_len;             /* its Content-Length, -1 if none */
     qg_buf held_head;             /* its head, ready for the client if relayed */
     qg_buf err_body;              /* its body, at most QG_ERROR_BODY_MAX */
+    qg_keyq *kq;                  /* the key's quota counters (NULL: none) */
+    qg_kq_resv kresv;             /* the request's reservation on them */
 } qg_exchange;
 
 static void start_attempt(qg_exchange *ex, int target);
@@ -165,6 +167,21 @@ static void settle_account(qg_exchange *ex)
     qg_accounts_save(ex->w->gw->ledger, ex->w->id, q, now, spent);
 }
 
+/* The key's side: a response that reached the client is charged what it consumed (the
+ * row's usage, estimated for a cut stream); anything else consumed nothing and releases
+ * the whole reservation (SPEC §4.10). */
+static void settle_key(qg_exchange *ex)
+{
+    if (!ex->kq || !ex->kresv.active) return;
+    if (ex->relayed_status < 200 || ex->relayed_status >= 300) {
+        qg_keyq_release(ex->kq, &ex->kresv);
+        return;
+    }
+    qg_qamount actual;
+    qg_quota_cost(ex->model, ex->row->prompt_tokens, ex->row->completion_tokens, &actual);
+    qg_keyq_settle(ex->kq, &ex->kresv, &actual, qg_now_ms());
+}
+
 static void exchange_free(qg_exchange *ex)
 {
     qg_worker *w = ex->w;
@@ -183,9 +200,11 @@ static void exchange_free(qg_exchange *ex)
         }
         settle_usage(ex);
         settle_account(ex);
+        settle_key(ex);
         qg_ledger_submit(w->gw->ledger, w->id, ex->row);
     }
     qg_quota_release(&ex->resv); /* no row: no request was made */
+    if (ex->kq) qg_keyq_release(ex->kq, &ex->kresv);
     if (ex->c) ex->c->req_ud = NULL;
     qg_defer_cancel(w->loop, &ex->flush);
     qg_defer_cancel(w->loop, &ex->retry);
@@ -281,6 +300,53 @@ static void no_account(qg_exchange *ex, const qg_pick *pk)
         snprintf(msg, sizeof msg, "every account that serves %s is depleted, cooling down or disabled", ex->row->model);
     }
     finish_error(ex, 503, "no_account_available", msg, retry);
+}
+
+/* The key's quota refused the request (SPEC §3): 429 with the reset time in the message and
+ * Retry-After when it resumes by itself; never the amounts. */
+static void key_refused(qg_exchange *ex, qg_kq_verdict v, const qg_kq_refusal *why)
+{
+    char msg[200], when[48] = "", label[24] = "";
+    int64_t now = qg_now_ms();
+    int retry = 0;
+    if (why->reset_ms > now) {
+        qg_format_rfc3339(why->reset_ms, when, sizeof when);
+        if (why->auto_resume) retry = (int)QG_MIN((why->reset_ms - now + 999) / 1000, (int64_t)86400 * 31);
+    }
+    if (v == QG_KQ_QUOTA_EXHAUSTED) {
+        finish_error(ex, 429, "key_quota_exhausted", "this API key's total quota is spent", 0);
+        return;
+    }
+    if (why->policy >= 0) qg_policy_label(&ex->kq->p[why->policy].cfg, label, sizeof label);
+    if (!why->auto_resume || !when[0])
+        snprintf(msg, sizeof msg, "this API key's %s quota is exhausted; it resumes only after a manual reset", label);
+    else
+        snprintf(msg, sizeof msg, "this API key's %s quota is exhausted until %s", label, when);
+    finish_error(ex, 429, "key_policy_exhausted", msg, retry);
+}
+
+/* x-quota-remaining / -reset for the tightest policy, and a pair per policy (a second
+ * policy of the same period gets a -2 suffix, and so on). */
+static void quota_headers(qg_exchange *ex, qg_buf *h)
+{
+    if (!ex->kq || !ex->kq->n_p) return;
+    int64_t now = qg_now_ms();
+    int tight = qg_keyq_tightest(ex->kq, now);
+    char label[24], when[48];
+    for (int i = 0; i < ex->kq->n_p; i++) {
+        qg_kq_status st;
+        if (qg_keyq_status(ex->kq, i, now, &st) < 0) continue;
+        qg_format_rfc3339(st.w.end_ms, when, sizeof when);
+        qg_policy_label(&ex->kq->p[i].cfg, label, sizeof label);
+        int same = 1;
+        for (int j = 0; j < i; j++)
+            if (ex->kq->p[j].cfg.period == ex->kq->p[i].cfg.period && ex->kq->p[j].cfg.minutes == ex->kq->p[i].cfg.minutes) same++;
+        char suffix[12] = "";
+        if (same > 1) snprintf(suffix, sizeof suffix, "-%d", same & 0xffff);
+        qg_buf_appendf(h, "x-quota-%s%s-remaining: %lld\r\nx-quota-%s%s-reset: %s\r\n", label, suffix,
+                       (long long)st.remaining, label, suffix, when);
+        if (i == tight) qg_buf_appendf(h, "x-quota-remaining: %lld\r\nx-quota-reset: %s\r\n", (long long)st.remaining, when);
+    }
 }
 
 /* RFC 9110 §7.6.1: hop-by-hop headers, and any the Connection header names, stay here. */
@@ -410,6 +476,7 @@ static void on_up_head(void *ud, const qg_http_msg *resp)
     qg_buf h;
     qg_buf_init(&h, 0);
     build_response_head(ex, resp, &h);
+    if (resp->status < 300) quota_headers(ex, &h);
     int64_t len = -1;
     if (!sse && !resp->chunked && resp->content_length >= 0) len = resp->content_length;
     begin_relay(ex, resp->status, &h, len, sse);
@@ -670,6 +737,14 @@ static int proxy_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const q
         return QG_HEAD_ANSWERED;
     }
     copy_field(ex->row->key_name, sizeof ex->row->key_name, ex->key->name);
+    ex->kq = gw->keyq[ex->key - gw->cfg->keys];
+    qg_kq_refusal why;
+    qg_kq_verdict v = qg_keyq_precheck(ex->kq, qg_now_ms(), &why);
+    if (v != QG_KQ_OK) { /* decided from the head: the body is not read */
+        count_request(ex);
+        key_refused(ex, v, &why);
+        return QG_HEAD_ANSWERED;
+    }
     return QG_HEAD_READ_BODY;
 }
 
@@ -682,6 +757,7 @@ static void proxy_on_request(qg_worker *w, qg_conn *c, const qg_http_msg *m, qg_
     ex->body = *body; /* take the body over from the connection */
     ex->body_len = body->len;
     qg_buf_init(body, 0);
+    char why_buf[96];
 
     static const char *const wanted[] = {"model", "stream", "stream_options", "max_tokens", "max_output_tokens",
                                          "max_completion_tokens"};
@@ -725,10 +801,24 @@ static void proxy_on_request(qg_worker *w, qg_conn *c, const qg_http_msg *m, qg_
         return;
     }
     int64_t max_tokens = 0;
-    for (int i = 3; i < 6 && !max_tokens; i++)
-        if (f[i].type == QG_JSON_NUMBER && qg_json_int_value(ex->body.data, f[i], &max_tokens) < 0) max_tokens = 0;
+    for (int i = 3; i < 6; i++) {
+        int64_t v;
+        if (f[i].type == QG_JSON_NONE || f[i].type == QG_JSON_NULL) continue;
+        if (f[i].type != QG_JSON_NUMBER || qg_json_int_value(ex->body.data, f[i], &v) < 0 || v < 0) {
+            snprintf(why_buf, sizeof why_buf, "%s must be a non-negative integer", wanted[i]);
+            finish_error(ex, 400, "invalid_request", why_buf, 0);
+            return;
+        }
+        if (!max_tokens) max_tokens = v;
+    }
     ex->model = qg_config_model(gw->cfg, qg_slice_of(model));
     qg_quota_estimate(ex->model, ex->body.len, max_tokens, &ex->est);
+    qg_kq_refusal kwhy;
+    qg_kq_verdict kv = qg_keyq_reserve(ex->kq, &ex->est, qg_now_ms(), &ex->kresv, &kwhy);
+    if (kv != QG_KQ_OK) {
+        key_refused(ex, kv, &kwhy);
+        return;
+    }
     build_forward_headers(ex, m);
     continue_or_fail(ex, QG_ATTEMPT_NEXT);
 }

@@ -205,6 +205,9 @@ int qg_serve(const char *config_path)
         qg_info("workers: auto = %d: %s", gw->n_workers, why);
     }
     qg_keytab_build(&gw->keys, cfg);
+    gw->keyq = qg_xcalloc(cfg->n_keys ? cfg->n_keys : 1, sizeof *gw->keyq);
+    for (size_t i = 0; i < cfg->n_keys; i++)
+        gw->keyq[i] = qg_keyq_new(cfg->keys[i].policies, cfg->keys[i].n_policies, cfg->keys[i].total_quota);
     qg_router_build(&gw->router, cfg);
     qg_accounts_build(&gw->accounts, cfg);
     qg_router_bind(&gw->router, account_of, &gw->accounts);
@@ -287,6 +290,8 @@ out:
         if (gw->tls[i]) SSL_CTX_free(gw->tls[i]);
     free(gw->tls);
     qg_keytab_free(&gw->keys);
+    for (size_t i = 0; gw->keyq && i < cfg->n_keys; i++) free(gw->keyq[i]);
+    free(gw->keyq);
     qg_router_free(&gw->router);
     qg_accounts_free(&gw->accounts);
     qg_config_free(gw->cfg);

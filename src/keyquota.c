@@ -1,0 +1,234 @@
+/*
+ * keyquota.c — key quota counters.  See keyquota.h.
+ */
+#include "keyquota.h"
+
+#include <math.h>
+
+#define TAG_MASK ((1u << QG_KQ_TAG_BITS) - 1)
+#define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+static uint64_t pack(int64_t index, int64_t committed)
+{
+    return (uint64_t)((uint64_t)index & TAG_MASK) << QG_KQ_AMOUNT_BITS | (uint64_t)committed;
+}
+static uint32_t tag_of(uint64_t w) { return (uint32_t)(w >> QG_KQ_AMOUNT_BITS); }
+static int64_t committed_of(uint64_t w) { return (int64_t)(w & (uint64_t)QG_KQ_AMOUNT_MAX); }
+static bool same_window(uint64_t w, int64_t index) { return tag_of(w) == ((uint64_t)index & TAG_MASK); }
+static _Atomic uint64_t *slot_of(qg_kq_policy *p, int64_t index) { return &p->slot[(uint64_t)index % QG_KQ_SLOTS]; }
+
+static int64_t clamp_amount(int64_t v) { return v < 0 ? 0 : v > QG_KQ_AMOUNT_MAX ? QG_KQ_AMOUNT_MAX : v; }
+
+qg_keyq *qg_keyq_new(const qg_policy_cfg *policies, size_t n, double total_quota_usd)
+{
+    n = QG_MIN(n, (size_t)QG_KEY_MAX_POLICIES);
+    qg_keyq *k = qg_xcalloc(1, sizeof *k + n * sizeof k->p[0]); /* zeroed slots: every window empty */
+    k->n_p = (int)n;
+    for (int i = 0; i < k->n_p; i++) {
+        k->p[i].cfg = policies[i];
+        k->p[i].limit = clamp_amount(qg_quota_amount(policies[i].unit, policies[i].limit));
+    }
+    k->total_limit = total_quota_usd >= 0 ? qg_quota_amount(QG_UNIT_USD, total_quota_usd) : -1;
+    return k;
+}
+
+int64_t qg_keyq_amount(const qg_policy_cfg *p, const qg_qamount *cost)
+{
+    qg_unit u = p->unit == QG_UNIT_USD || p->unit == QG_UNIT_TOKENS ? p->unit : QG_UNIT_REQUESTS;
+    return clamp_amount(cost->v[u]);
+}
+
+/* ---- pause ---- */
+
+static uint64_t pause_word(int policy, int64_t until) { return (uint64_t)(until < 0 ? 0 : until) << 5 | (uint64_t)(policy + 1); }
+static int64_t pause_until(uint64_t w) { return (int64_t)(w >> 5); }
+static int pause_policy(uint64_t w) { return (int)(w & 31) - 1; }
+
+/* The first exhaustion of an on_exhausted: disable policy pauses the key: until the window's
+ * end when it auto-resumes, else until a manual reset (until 0). */
+static void pause_for(qg_keyq *k, int i, int64_t window_end)
+{
+    uint64_t zero = 0;
+    int64_t until = k->p[i].cfg.auto_resume ? window_end : 0;
+    atomic_compare_exchange_strong(&k->pause, &zero, pause_word(i, until));
+}
+
+/* A pause whose time has come ends here, on the request path (no timer needed). */
+static bool paused(qg_keyq *k, int64_t now, qg_kq_refusal *why)
+{
+    uint64_t w = LD(k->pause);
+    if (!w) return false;
+    int64_t until = pause_until(w);
+    if (until && now >= until) {
+        atomic_compare_exchange_strong(&k->pause, &w, 0);
+        return false;
+    }
+    why->policy = pause_policy(w);
+    why->reset_ms = until;
+    why->auto_resume = until != 0;
+    return true;
+}
+
+/* ---- one policy ---- */
+
+/* Takes est in the window containing now; 0, or -1 (refused: *exhausted says whether the
+ * window is spent, as opposed to too full for this estimate). */
+static int take(qg_kq_policy *p, int64_t index, int64_t est, bool *exhausted)
+{
+    _Atomic uint64_t *s = slot_of(p, index);
+    uint64_t w = LD(*s);
+    for (;;) {
+        int64_t c = same_window(w, index) ? committed_of(w) : 0; /* a stale slot is an empty window */
+        *exhausted = c >= p->limit;
+        bool fits = p->cfg.strict ? c + est <= p->limit : c < p->limit;
+        if (!fits) return -1;
+        if (atomic_compare_exchange_weak_explicit(s, &w, pack(index, clamp_amount(c + est)), memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return 0;
+    }
+}
+
+/* Adds delta to the window `index` if the slot still holds it; returns the new committed
+ * amount, or -1 when the window has left the ring. */
+static int64_t adjust(qg_kq_policy *p, int64_t index, int64_t delta)
+{
+    _Atomic uint64_t *s = slot_of(p, index);
+    uint64_t w = LD(*s);
+    for (;;) {
+        if (!same_window(w, index)) return -1;
+        int64_t c = clamp_amount(committed_of(w) + delta);
+        if (atomic_compare_exchange_weak_explicit(s, &w, pack(index, c), memory_order_relaxed, memory_order_relaxed))
+            return c;
+    }
+}
+
+static int take_total(qg_keyq *k, int64_t est)
+{
+    if (k->total_limit < 0) return 0;
+    int64_t c = LD(k->total_committed);
+    for (;;) {
+        if (c + est > k->total_limit || c >= k->total_limit) return -1;
+        if (atomic_compare_exchange_weak_explicit(&k->total_committed, &c, c + est, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return 0;
+    }
+}
+
+static void give_back(qg_keyq *k, qg_kq_resv *r, int upto)
+{
+    for (int i = 0; i < upto; i++) adjust(&k->p[i], r->index[i], -r->est[i]);
+    if (k->total_limit >= 0) atomic_fetch_sub_explicit(&k->total_committed, r->total, memory_order_relaxed);
+}
+
+qg_kq_verdict qg_keyq_precheck(qg_keyq *k, int64_t now, qg_kq_refusal *why)
+{
+    *why = (qg_kq_refusal){-1, 0, false};
+    if (paused(k, now, why)) return QG_KQ_PAUSED;
+    if (k->total_limit >= 0 && LD(k->total_committed) >= k->total_limit) return QG_KQ_QUOTA_EXHAUSTED;
+    for (int i = 0; i < k->n_p; i++) {
+        qg_kq_status st;
+        if (qg_keyq_status(k, i, now, &st) < 0 || !st.exhausted) continue;
+        why->policy = i;
+        why->reset_ms = st.w.end_ms;
+        why->auto_resume = true;
+        if (k->p[i].cfg.on_exhausted_disable) {
+            pause_for(k, i, st.w.end_ms);
+            why->auto_resume = k->p[i].cfg.auto_resume;
+            if (!why->auto_resume) why->reset_ms = 0;
+        }
+        return QG_KQ_POLICY_EXHAUSTED;
+    }
+    return QG_KQ_OK;
+}
+
+qg_kq_verdict qg_keyq_reserve(qg_keyq *k, const qg_qamount *est, int64_t now, qg_kq_resv *r, qg_kq_refusal *why)
+{
+    memset(r, 0, sizeof *r);
+    *why = (qg_kq_refusal){-1, 0, false};
+    if (paused(k, now, why)) return QG_KQ_PAUSED;
+    r->total = est->v[QG_UNIT_USD];
+    if (take_total(k, r->total) < 0) {
+        r->total = 0;
+        return QG_KQ_QUOTA_EXHAUSTED;
+    }
+    for (int i = 0; i < k->n_p; i++) {
+        qg_window w;
+        bool exhausted = false;
+        r->est[i] = qg_keyq_amount(&k->p[i].cfg, est);
+        if (qg_policy_window(&k->p[i].cfg, now, &w) < 0 || take(&k->p[i], w.index, r->est[i], &exhausted) < 0) {
+            give_back(k, r, i);
+            why->policy = i;
+            why->reset_ms = w.end_ms;
+            why->auto_resume = true; /* a plain rejection ends with the window */
+            if (exhausted && k->p[i].cfg.on_exhausted_disable) {
+                pause_for(k, i, w.end_ms);
+                why->auto_resume = k->p[i].cfg.auto_resume;
+                if (!why->auto_resume) why->reset_ms = 0;
+            }
+            memset(r, 0, sizeof *r);
+            return QG_KQ_POLICY_EXHAUSTED;
+        }
+        r->index[i] = w.index;
+    }
+    r->active = true;
+    return QG_KQ_OK;
+}
+
+bool qg_keyq_settle(qg_keyq *k, qg_kq_resv *r, const qg_qamount *actual, int64_t now)
+{
+    if (!r->active) return false;
+    r->active = false;
+    bool spent = false;
+    for (int i = 0; i < k->n_p; i++) {
+        int64_t a = actual ? qg_keyq_amount(&k->p[i].cfg, actual) : 0;
+        int64_t c = adjust(&k->p[i], r->index[i], a - r->est[i]);
+        if (c < 0 || c < k->p[i].limit || !a) continue;
+        spent = true;
+        qg_window w;
+        /* only the window that is current can pause the key: a late settlement of an old
+         * window exhausts nothing the key still uses */
+        if (k->p[i].cfg.on_exhausted_disable && qg_policy_window(&k->p[i].cfg, now, &w) == 0 && w.index == r->index[i])
+            pause_for(k, i, w.end_ms);
+    }
+    if (k->total_limit >= 0) {
+        int64_t a = actual ? actual->v[QG_UNIT_USD] : 0;
+        atomic_fetch_add_explicit(&k->total_committed, a - r->total, memory_order_relaxed);
+    }
+    return spent;
+}
+
+void qg_keyq_release(qg_keyq *k, qg_kq_resv *r) { qg_keyq_settle(k, r, NULL, 0); }
+
+void qg_keyq_reset(qg_keyq *k, int64_t now)
+{
+    for (int i = 0; i < k->n_p; i++) {
+        qg_window w;
+        if (qg_policy_window(&k->p[i].cfg, now, &w) < 0) continue;
+        atomic_store_explicit(slot_of(&k->p[i], w.index), pack(w.index, 0), memory_order_relaxed);
+    }
+    atomic_store_explicit(&k->pause, 0, memory_order_relaxed);
+}
+
+int qg_keyq_status(const qg_keyq *ck, int i, int64_t now, qg_kq_status *out)
+{
+    qg_keyq *k = (qg_keyq *)ck;
+    if (i < 0 || i >= k->n_p || qg_policy_window(&k->p[i].cfg, now, &out->w) < 0) return -1;
+    uint64_t w = LD(*slot_of(&k->p[i], out->w.index));
+    out->used = same_window(w, out->w.index) ? committed_of(w) : 0;
+    out->remaining = QG_MAX(k->p[i].limit - out->used, (int64_t)0);
+    out->exhausted = out->used >= k->p[i].limit;
+    return 0;
+}
+
+int qg_keyq_tightest(const qg_keyq *k, int64_t now)
+{
+    int best = -1;
+    double best_share = 2;
+    for (int i = 0; i < k->n_p; i++) {
+        qg_kq_status s;
+        if (qg_keyq_status(k, i, now, &s) < 0) continue;
+        double share = k->p[i].limit > 0 ? (double)s.remaining / (double)k->p[i].limit : 0;
+        if (share < best_share) best_share = share, best = i;
+    }
+    return best;
+}

@@ -1,0 +1,111 @@
+/*
+ * keyquota.h — the counters behind an API key's total quota and periodic policies (SPEC
+ * §4.8–4.11): all-or-nothing reservation before the call, settlement by the difference
+ * after it, exhaustion, pause and resume.  Pure: no clock (`now` is a parameter), no I/O.
+ *
+ * Counters.  Each policy keeps one atomic word per window in a ring of QG_KQ_SLOTS slots
+ * (window index mod QG_KQ_SLOTS): the window's tag (index mod 2^24) in the top 24 bits and
+ * its `committed` amount (settled use plus the estimates of the requests in flight) in the
+ * low 40.  Admission is a compare-and-swap on that one word — strict: committed + estimate
+ * <= limit; graceful: committed < limit — so no reader ever sees a half-applied change.  The
+ * first admission of a new window swaps the slot's stale word (a window at least
+ * QG_KQ_SLOTS old) for a fresh one.  Settlement adds actual - estimate to the word of the
+ * window the reservation was admitted in, however late it arrives, as long as that window
+ * is within the last QG_KQ_SLOTS windows (a request outliving four windows of its policy is
+ * settled in the ledger only).  The total quota is one 64-bit committed amount.
+ *
+ * All or nothing: the total quota and every policy are reserved in order; if one refuses,
+ * those already taken are given back before the call returns (a concurrent reader may see
+ * them for that moment and refuse a request that would have fitted: conservative, never an
+ * over-admission).
+ *
+ * Amounts are integers in the policy's unit (requests, tokens, micro-USD); a policy limit
+ * above QG_KQ_AMOUNT_MAX is treated as QG_KQ_AMOUNT_MAX (549,755,813,887 units, e.g. about
+ * $550k per window).  The total quota is in micro-USD.
+ */
+#ifndef QG_KEYQUOTA_H
+#define QG_KEYQUOTA_H
+
+#include "config.h"
+#include "policy.h"
+#include "quota.h"
+
+#include <stdatomic.h>
+
+#define QG_KQ_SLOTS 4
+#define QG_KQ_TAG_BITS 24
+#define QG_KQ_AMOUNT_BITS 40
+#define QG_KQ_AMOUNT_MAX ((1LL << QG_KQ_AMOUNT_BITS) - 1)
+
+typedef struct {
+    qg_policy_cfg cfg;               /* a copy: keys change at run time, configs do not */
+    int64_t limit;                   /* integer units, at most QG_KQ_AMOUNT_MAX */
+    _Atomic uint64_t slot[QG_KQ_SLOTS];
+} qg_kq_policy;
+
+typedef struct qg_keyq {
+    int n_p;
+    int64_t total_limit;             /* micro-USD; -1 none */
+    _Atomic int64_t total_committed;
+    /* A pause after an on_exhausted: disable policy ran out: 0 none, else
+     * until_ms << 5 | (policy index + 1); until 0 means "until a manual reset".  The first
+     * exhaustion wins (a second cannot overwrite the record), and the key's own status is
+     * never touched. */
+    _Atomic uint64_t pause;
+    qg_kq_policy p[];                /* [n_p]: a key without policies costs ~32 bytes */
+} qg_keyq;
+
+typedef enum {
+    QG_KQ_OK,
+    QG_KQ_POLICY_EXHAUSTED,          /* 429 key_policy_exhausted */
+    QG_KQ_QUOTA_EXHAUSTED,           /* 429 key_quota_exhausted */
+    QG_KQ_PAUSED,                    /* 429 key_policy_exhausted: paused by an on_exhausted: disable policy */
+} qg_kq_verdict;
+
+typedef struct {
+    bool active;
+    int64_t total;                   /* micro-USD reserved on the total quota */
+    int64_t est[QG_KEY_MAX_POLICIES];
+    int64_t index[QG_KEY_MAX_POLICIES]; /* the window each policy admitted it in */
+} qg_kq_resv;
+
+/* Why a reservation was refused: the policy, its reset (0: none known, e.g. manual reset
+ * needed), and whether it resumes by itself then. */
+typedef struct {
+    int policy;                      /* -1: the total quota */
+    int64_t reset_ms;
+    bool auto_resume;
+} qg_kq_refusal;
+
+/* A key's counters for its policies (at most QG_KEY_MAX_POLICIES are kept) and total quota
+ * (< 0: none); free with free(). */
+qg_keyq *qg_keyq_new(const qg_policy_cfg *policies, size_t n, double total_quota_usd);
+/* The amount of a policy's unit in a cost (requests, tokens or micro-USD). */
+int64_t qg_keyq_amount(const qg_policy_cfg *p, const qg_qamount *cost);
+
+/* What can be decided before the body (no estimate needed): a pause, a policy whose
+ * current window is exhausted (used >= limit), a spent total quota.  Read-only except that
+ * a pause whose time has come ends. */
+qg_kq_verdict qg_keyq_precheck(qg_keyq *k, int64_t now, qg_kq_refusal *why);
+qg_kq_verdict qg_keyq_reserve(qg_keyq *k, const qg_qamount *est, int64_t now, qg_kq_resv *r, qg_kq_refusal *why);
+/* Ends a reservation with the actual cost (settle) or none (release).  Exactly one per
+ * reservation; a second call on the same qg_kq_resv does nothing.  Returns true when the
+ * settlement exhausted a policy (the caller may log it). */
+bool qg_keyq_settle(qg_keyq *k, qg_kq_resv *r, const qg_qamount *actual, int64_t now);
+void qg_keyq_release(qg_keyq *k, qg_kq_resv *r);
+/* Manual reset (POST /admin/keys/{id}/reset): zeroes every policy's current window and
+ * ends a pause.  The total quota is not touched. */
+void qg_keyq_reset(qg_keyq *k, int64_t now);
+
+/* A policy's current window as the views and x-quota headers show it. */
+typedef struct {
+    qg_window w;
+    int64_t used;                    /* committed in the current window (settled + in flight) */
+    int64_t remaining;               /* max(0, limit - used) */
+    bool exhausted;                  /* used >= limit */
+} qg_kq_status;
+int qg_keyq_status(const qg_keyq *k, int i, int64_t now, qg_kq_status *out);
+/* The policy with the least remaining share (for x-quota-remaining / -reset); -1 if none. */
+int qg_keyq_tightest(const qg_keyq *k, int64_t now);
+
+#endif
