@@ -232,3 +232,16 @@ int qg_keyq_tightest(const qg_keyq *k, int64_t now)
     }
     return best;
 }
+
+void qg_keyq_restore_window(qg_keyq *k, int i, int64_t window, int64_t used, int64_t now)
+{
+    qg_window w;
+    if (i < 0 || i >= k->n_p || qg_policy_window(&k->p[i].cfg, now, &w) < 0) return;
+    if (window > w.index || window <= w.index - QG_KQ_SLOTS) return;
+    atomic_store_explicit(slot_of(&k->p[i], window), pack(window, clamp_amount(used)), memory_order_relaxed);
+}
+
+void qg_keyq_restore_total(qg_keyq *k, int64_t used)
+{
+    if (k->total_limit >= 0) atomic_store_explicit(&k->total_committed, QG_MAX(used, (int64_t)0), memory_order_relaxed);
+}

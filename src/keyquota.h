@@ -97,6 +97,11 @@ void qg_keyq_release(qg_keyq *k, qg_kq_resv *r);
  * ends a pause.  The total quota is not touched. */
 void qg_keyq_reset(qg_keyq *k, int64_t now);
 
+/* Start-up: counters saved by settled ledger rows.  A window outside the ring of the
+ * policy's current one is ignored (it can no longer matter). */
+void qg_keyq_restore_window(qg_keyq *k, int policy, int64_t window, int64_t used, int64_t now);
+void qg_keyq_restore_total(qg_keyq *k, int64_t used);
+
 /* A policy's current window as the views and x-quota headers show it. */
 typedef struct {
     qg_window w;

@@ -132,7 +132,7 @@ struct qg_ledger {
     ledger_worker *w;           /* [n_workers] */
     /* writer */
     sqlite3 *db;
-    sqlite3_stmt *insert, *update, *upsert, *state;
+    sqlite3_stmt *insert, *update, *upsert, *state, *key_window, *key_total;
     minute_agg *agg;            /* writer-owned: this batch's combinations, [agg_cap] */
     size_t agg_cap, n_agg, last_agg;
     uint32_t *slots;            /* open addressing over agg (index + 1; 0 empty), [slots_cap] */
@@ -180,6 +180,11 @@ static const char schema_tables[] =
     " completion_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL,"
     " min_id INTEGER NOT NULL, max_id INTEGER NOT NULL,"
     " PRIMARY KEY(minute, key_name, account, provider, model));"
+    /* key quota counters: what each key's policy windows and total quota settled (keyquota.h) */
+    "CREATE TABLE IF NOT EXISTS key_window ("
+    " key_name TEXT NOT NULL, policy INTEGER NOT NULL, window INTEGER NOT NULL, used INTEGER NOT NULL,"
+    " PRIMARY KEY(key_name, policy, window));"
+    "CREATE TABLE IF NOT EXISTS key_total (key_name TEXT PRIMARY KEY, used INTEGER NOT NULL);"
     /* the quota engine's per-account state (quota.h's text form), the latest per account */
     "CREATE TABLE IF NOT EXISTS account_state ("
     " account TEXT PRIMARY KEY, data TEXT NOT NULL, updated_ms INTEGER NOT NULL);";
@@ -226,6 +231,12 @@ static const char state_sql[] =
     "INSERT INTO account_state(account,data,updated_ms) VALUES(?1,?2,?3)"
     " ON CONFLICT(account) DO UPDATE SET data=excluded.data,updated_ms=excluded.updated_ms";
 
+static const char key_window_sql[] =
+    "INSERT INTO key_window(key_name,policy,window,used) VALUES(?1,?2,?3,?4)"
+    " ON CONFLICT(key_name,policy,window) DO UPDATE SET used=used+excluded.used";
+static const char key_total_sql[] =
+    "INSERT INTO key_total(key_name,used) VALUES(?1,?2) ON CONFLICT(key_name) DO UPDATE SET used=used+excluded.used";
+
 static const char insert_sql[] =
     "INSERT INTO ledger(ts_ms,request_id,key_name,provider,account,model,endpoint,stream,status,error,"
     "prompt_tokens,completion_tokens,cached_tokens,cache_write_tokens,reasoning_tokens,usage_source,attempts,"
@@ -268,6 +279,35 @@ static int insert_row(qg_ledger *l, const qg_ledger_row *r)
     sqlite3_bind_double(st, 18, r->ttfb_ms);
     sqlite3_bind_double(st, 19, r->total_ms);
     return sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+}
+
+/* The key counters a row settled, in the row's transaction: a restart restores exactly
+ * what the committed rows charged (a request in flight at a crash has no row, so its
+ * reservation is not charged after the restart). */
+static int save_key_counters(qg_ledger *l, const qg_ledger_row *r)
+{
+    for (int i = 0; i < r->n_key_windows && i < 16; i++) {
+        if (!r->key_windows[i].used) continue;
+        sqlite3_stmt *st = l->key_window;
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, r->key_name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (int64_t)r->key_windows[i].policy);
+        sqlite3_bind_int64(st, 3, r->key_windows[i].window);
+        sqlite3_bind_int64(st, 4, r->key_windows[i].used);
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) return -1;
+    }
+    if (r->key_total_usd) {
+        sqlite3_stmt *st = l->key_total;
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, r->key_name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, r->key_total_usd);
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) return -1;
+    }
+    return 0;
 }
 
 static int save_state(qg_ledger *l, const state_msg *m)
@@ -398,7 +438,7 @@ static void flush_pending(qg_ledger *l)
             continue;
         }
         const qg_ledger_row *r = &((row_msg *)m)->row;
-        if (insert_row(l, r) < 0) goto rollback;
+        if (insert_row(l, r) < 0 || save_key_counters(l, r) < 0) goto rollback;
         agg_add(l, r, sqlite3_last_insert_rowid(l->db));
         rows++;
     }
@@ -977,6 +1017,8 @@ static void ledger_free(qg_ledger *l)
     if (l->update) sqlite3_finalize(l->update);
     if (l->upsert) sqlite3_finalize(l->upsert);
     if (l->state) sqlite3_finalize(l->state);
+    if (l->key_window) sqlite3_finalize(l->key_window);
+    if (l->key_total) sqlite3_finalize(l->key_total);
     free(l->agg);
     free(l->slots);
     if (l->rdb) sqlite3_close(l->rdb);
@@ -1019,7 +1061,9 @@ qg_ledger *qg_ledger_open(const char *path, int64_t flush_ms, int n_workers, cha
     if (sqlite3_prepare_v2(l->db, insert_sql, -1, &l->insert, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(l->db, update_sql, -1, &l->update, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(l->db, upsert_sql, -1, &l->upsert, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(l->db, state_sql, -1, &l->state, NULL) != SQLITE_OK) {
+        sqlite3_prepare_v2(l->db, state_sql, -1, &l->state, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(l->db, key_window_sql, -1, &l->key_window, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(l->db, key_total_sql, -1, &l->key_total, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "store: %s", sqlite3_errmsg(l->db));
         goto fail;
     }
@@ -1137,6 +1181,32 @@ void qg_ledger_save_state(qg_ledger *l, int w, const char *account, const char *
     post_msg(l, w, &m->m);
 }
 
+int qg_ledger_load_key_counters(const char *path, qg_key_counter_cb cb, void *ud, char *err, size_t errlen)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int n = 0;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db,
+                           "SELECT key_name,policy,window,used,0 FROM key_window"
+                           " UNION ALL SELECT key_name,0,0,used,1 FROM key_total",
+                           -1, &st, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "store: %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
+        sqlite3_close(db);
+        return -1;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *k = (const char *)sqlite3_column_text(st, 0);
+        if (!k) continue;
+        cb(ud, k, (uint64_t)sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
+           sqlite3_column_int(st, 4) != 0);
+        n++;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
 int qg_ledger_load_states(const char *path, qg_state_cb cb, void *ud, char *err, size_t errlen)
 {
     sqlite3 *db = NULL;
@@ -1234,7 +1304,9 @@ void qg_ledger_close(qg_ledger *l)
     sqlite3_finalize(l->update);
     sqlite3_finalize(l->upsert);
     sqlite3_finalize(l->state);
-    l->update = l->upsert = l->state = NULL;
+    sqlite3_finalize(l->key_window);
+    sqlite3_finalize(l->key_total);
+    l->update = l->upsert = l->state = l->key_window = l->key_total = NULL;
     sqlite3_exec(l->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
     ledger_free(l);
 }

@@ -61,6 +61,15 @@ typedef struct {
     char usage_source[12];     /* upstream | estimated | none */
     int attempts;
     double ttfb_ms, total_ms;
+    /* The key quota this request settled (keyquota.h), saved in the same transaction as
+     * the row: per policy, its signature, the window it was charged to and the amount. */
+    int n_key_windows;
+    struct {
+        uint64_t policy;           /* qg_policy_signature */
+        int64_t window;
+        int64_t used;
+    } key_windows[16];
+    int64_t key_total_usd;         /* micro-USD charged to the key's total quota */
 } qg_ledger_row;
 
 typedef struct {
@@ -98,6 +107,10 @@ void qg_ledger_save_state(qg_ledger *l, int worker, const char *account, const c
  * saved account state.  Returns how many, or -1 with err set. */
 typedef void (*qg_state_cb)(void *ud, const char *account, const char *text, size_t n);
 int qg_ledger_load_states(const char *path, qg_state_cb cb, void *ud, char *err, size_t errlen);
+/* Start-up: calls cb for every saved key counter: per (key, policy signature, window) the
+ * amount settled, and per key the total (policy 0, window 0, in micro-USD; `total` true). */
+typedef void (*qg_key_counter_cb)(void *ud, const char *key, uint64_t policy, int64_t window, int64_t used, bool total);
+int qg_ledger_load_key_counters(const char *path, qg_key_counter_cb cb, void *ud, char *err, size_t errlen);
 /* Worker side: re-posts overflowed rows (call from a timer); returns how many still wait.
  * While rows wait, logs a warning with the count at most once per 10 s per worker. */
 size_t qg_ledger_retry(qg_ledger *l, int worker);

@@ -148,3 +148,12 @@ int qg_policy_label(const qg_policy_cfg *p, char *out, size_t n)
     default: return snprintf(out, n, "%lldm", (long long)p->minutes);
     }
 }
+
+uint64_t qg_policy_signature(const qg_policy_cfg *p)
+{
+    int64_t parts[] = {p->period, p->minutes, p->anchor_ms, p->anchor_offset_min, p->unit};
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < QG_ARRAY_LEN(parts); i++)
+        for (int b = 0; b < 8; b++) h = (h ^ (uint8_t)((uint64_t)parts[i] >> (8 * b))) * 1099511628211ull;
+    return (h >> 1) | 1; /* positive as an SQLite integer, and never 0 */
+}

@@ -35,6 +35,10 @@ int qg_policy_window(const qg_policy_cfg *p, int64_t t, qg_window *out);
 /* The window with the given index (for a reservation's window after a reset). */
 int qg_policy_window_at(const qg_policy_cfg *p, int64_t index, qg_window *out);
 
+/* A policy's identity for its saved counters: its period, step, anchor and unit (not its
+ * limit: raising a limit keeps what was used).  FNV-1a, never 0. */
+uint64_t qg_policy_signature(const qg_policy_cfg *p);
+
 /* The period as written in config and in x-quota-<period>-* headers: "5h", "daily",
  * "weekly", "monthly", "<N>m".  Returns the length. */
 int qg_policy_label(const qg_policy_cfg *p, char *out, size_t n);

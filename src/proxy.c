@@ -179,6 +179,12 @@ static void settle_key(qg_exchange *ex)
     }
     qg_qamount actual;
     qg_quota_cost(ex->model, ex->row->prompt_tokens, ex->row->completion_tokens, &actual);
+    qg_ledger_row *r = ex->row; /* the counters ride with the row: one transaction */
+    for (int i = 0; i < ex->kq->n_p; i++)
+        r->key_windows[i].policy = qg_policy_signature(&ex->kq->p[i].cfg),
+        r->key_windows[i].window = ex->kresv.index[i], r->key_windows[i].used = qg_keyq_amount(&ex->kq->p[i].cfg, &actual);
+    r->n_key_windows = ex->kq->n_p;
+    if (ex->kq->total_limit >= 0) r->key_total_usd = actual.v[QG_UNIT_USD];
     qg_keyq_settle(ex->kq, &ex->kresv, &actual, qg_now_ms());
 }
 

@@ -177,6 +177,36 @@ static void restore_accounts(qg_gateway *gw)
     if (n > 0) qg_info("store: restored the quota state of %d account(s)", n);
 }
 
+typedef struct {
+    qg_gateway *gw;
+    int64_t now;
+    int n;
+} key_load;
+
+/* A saved counter: the static key of that name, its policy of that signature. */
+static void load_key_counter(void *ud, const char *key, uint64_t policy, int64_t window, int64_t used, bool total)
+{
+    key_load *kl = ud;
+    const qg_config *cfg = kl->gw->cfg;
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        if (strcmp(cfg->keys[i].name, key) != 0) continue;
+        qg_keyq *k = kl->gw->keyq[i];
+        if (total) qg_keyq_restore_total(k, used);
+        for (int p = 0; !total && p < k->n_p; p++)
+            if (qg_policy_signature(&k->p[p].cfg) == policy) qg_keyq_restore_window(k, p, window, used, kl->now);
+        kl->n++;
+        return;
+    }
+}
+
+static void restore_key_counters(qg_gateway *gw)
+{
+    char err[300];
+    key_load kl = {gw, qg_now_ms(), 0};
+    if (qg_ledger_load_key_counters(gw->cfg->store_sqlite, load_key_counter, &kl, err, sizeof err) < 0) qg_warn("%s", err);
+    else if (kl.n) qg_info("store: restored %d key quota counter(s)", kl.n);
+}
+
 static int split_listen(const char *host, int port, char *out, size_t outlen)
 {
     return snprintf(out, outlen, "%s%s%s:%d", strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port) > 0 ? 0 : -1;
@@ -223,6 +253,7 @@ int qg_serve(const char *config_path)
         goto out;
     }
     restore_accounts(gw);
+    restore_key_counters(gw);
     gw->resolver = qg_resolver_new(gw->n_workers);
     gw->listen_fd = qg_listen_tcp(cfg->listen_host, cfg->listen_port, err, sizeof err);
     if (gw->listen_fd < 0 || !gw->resolver) {
