@@ -48,7 +48,7 @@ Key budgets: the key qg-demo-limited-0001 may send 5 requests per 2 minutes (and
 tokens a day). Each answer says what is left (x-quota-* headers); the 6th gets 429
 key_policy_exhausted with Retry-After and the reset time:
 
-  for i in \$(seq 1 6); do curl -si $G/v1/chat/completions -H "Authorization: Bearer qg-demo-limited-0001" \
+  for i in \$(seq 1 6); do curl -si $G/v1/chat/completions -H "Authorization: Bearer qg-demo-limited-0001" \\
     -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' | grep -iE '^HTTP|^x-quota-(2m|daily)|retry-after|"message"'; echo; done
 
 Ctrl-C stops both.
