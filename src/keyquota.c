@@ -80,7 +80,7 @@ static int take(qg_kq_policy *p, int64_t index, int64_t est, bool *exhausted)
     for (;;) {
         int64_t c = same_window(w, index) ? committed_of(w) : 0; /* a stale slot is an empty window */
         *exhausted = c >= p->limit;
-        bool fits = p->cfg.strict ? c + est <= p->limit : c < p->limit;
+        bool fits = c < p->limit && (!p->cfg.strict || c + est <= p->limit); /* a spent window fits nothing */
         if (!fits) return -1;
         if (atomic_compare_exchange_weak_explicit(s, &w, pack(index, clamp_amount(c + est)), memory_order_relaxed,
                                                   memory_order_relaxed))
@@ -122,7 +122,7 @@ static void give_back(qg_keyq *k, qg_kq_resv *r, int upto)
 
 qg_kq_verdict qg_keyq_precheck(qg_keyq *k, int64_t now, qg_kq_refusal *why)
 {
-    *why = (qg_kq_refusal){-1, 0, false};
+    *why = (qg_kq_refusal){-1, 0, false, false};
     if (paused(k, now, why)) return QG_KQ_PAUSED;
     if (k->total_limit >= 0 && LD(k->total_committed) >= k->total_limit) return QG_KQ_QUOTA_EXHAUSTED;
     for (int i = 0; i < k->n_p; i++) {
@@ -144,7 +144,7 @@ qg_kq_verdict qg_keyq_precheck(qg_keyq *k, int64_t now, qg_kq_refusal *why)
 qg_kq_verdict qg_keyq_reserve(qg_keyq *k, const qg_qamount *est, int64_t now, qg_kq_resv *r, qg_kq_refusal *why)
 {
     memset(r, 0, sizeof *r);
-    *why = (qg_kq_refusal){-1, 0, false};
+    *why = (qg_kq_refusal){-1, 0, false, false};
     if (paused(k, now, why)) return QG_KQ_PAUSED;
     r->total = est->v[QG_UNIT_USD];
     if (take_total(k, r->total) < 0) {
@@ -152,7 +152,7 @@ qg_kq_verdict qg_keyq_reserve(qg_keyq *k, const qg_qamount *est, int64_t now, qg
         return QG_KQ_QUOTA_EXHAUSTED;
     }
     for (int i = 0; i < k->n_p; i++) {
-        qg_window w;
+        qg_window w = {0}; /* no window (out of range): refused with no reset known */
         bool exhausted = false;
         r->est[i] = qg_keyq_amount(&k->p[i].cfg, est);
         if (qg_policy_window(&k->p[i].cfg, now, &w) < 0 || take(&k->p[i], w.index, r->est[i], &exhausted) < 0) {
@@ -160,6 +160,7 @@ qg_kq_verdict qg_keyq_reserve(qg_keyq *k, const qg_qamount *est, int64_t now, qg
             why->policy = i;
             why->reset_ms = w.end_ms;
             why->auto_resume = true; /* a plain rejection ends with the window */
+            why->too_large = k->p[i].cfg.strict && r->est[i] > k->p[i].limit; /* no window will fit it */
             if (exhausted && k->p[i].cfg.on_exhausted_disable) {
                 pause_for(k, i, w.end_ms);
                 why->auto_resume = k->p[i].cfg.auto_resume;

@@ -6,8 +6,8 @@
  * Counters.  Each policy keeps one atomic word per window in a ring of QG_KQ_SLOTS slots
  * (window index mod QG_KQ_SLOTS): the window's tag (index mod 2^24) in the top 24 bits and
  * its `committed` amount (settled use plus the estimates of the requests in flight) in the
- * low 40.  Admission is a compare-and-swap on that one word — strict: committed + estimate
- * <= limit; graceful: committed < limit — so no reader ever sees a half-applied change.  The
+ * low 40.  Admission is a compare-and-swap on that one word — strict: committed < limit and
+ * committed + estimate <= limit; graceful: committed < limit — so no reader ever sees a half-applied change.  The
  * first admission of a new window swaps the slot's stale word (a window at least
  * QG_KQ_SLOTS old) for a fresh one.  Settlement adds actual - estimate to the word of the
  * window the reservation was admitted in, however late it arrives, as long as that window
@@ -75,6 +75,7 @@ typedef struct {
     int policy;                      /* -1: the total quota */
     int64_t reset_ms;
     bool auto_resume;
+    bool too_large;                  /* the estimate exceeds the strict policy's whole limit */
 } qg_kq_refusal;
 
 /* A key's counters for its policies (at most QG_KEY_MAX_POLICIES are kept) and total quota

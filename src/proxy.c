@@ -324,6 +324,12 @@ static void key_refused(qg_exchange *ex, qg_kq_verdict v, const qg_kq_refusal *w
         return;
     }
     if (why->policy >= 0) qg_policy_label(&ex->kq->p[why->policy].cfg, label, sizeof label);
+    if (why->too_large) {
+        snprintf(msg, sizeof msg, "this request's estimate is larger than this API key's whole %s quota; "
+                                  "lower max_tokens (or max_output_tokens) or shorten the prompt", label);
+        finish_error(ex, 429, "key_policy_exhausted", msg, 0);
+        return;
+    }
     if (!why->auto_resume || !when[0])
         snprintf(msg, sizeof msg, "this API key's %s quota is exhausted; it resumes only after a manual reset", label);
     else
