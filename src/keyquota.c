@@ -27,6 +27,8 @@ qg_keyq *qg_keyq_new(const qg_policy_cfg *policies, size_t n, double total_quota
     for (int i = 0; i < k->n_p; i++) {
         k->p[i].cfg = policies[i];
         k->p[i].limit = clamp_amount(qg_quota_amount(policies[i].unit, policies[i].limit));
+        k->p[i].signature = qg_policy_signature(&policies[i]);
+        qg_policy_label(&policies[i], k->p[i].label, sizeof k->p[i].label);
     }
     k->total_limit = total_quota_usd >= 0 ? qg_quota_amount(QG_UNIT_USD, total_quota_usd) : -1;
     return k;
@@ -170,6 +172,7 @@ qg_kq_verdict qg_keyq_reserve(qg_keyq *k, const qg_qamount *est, int64_t now, qg
             return QG_KQ_POLICY_EXHAUSTED;
         }
         r->index[i] = w.index;
+        r->end_ms[i] = w.end_ms;
     }
     r->active = true;
     return QG_KQ_OK;
@@ -221,6 +224,14 @@ int qg_keyq_status(const qg_keyq *ck, int i, int64_t now, qg_kq_status *out)
     return 0;
 }
 
+int64_t qg_keyq_remaining(const qg_keyq *ck, int i, int64_t index)
+{
+    qg_keyq *k = (qg_keyq *)ck;
+    uint64_t w = LD(*slot_of(&k->p[i], index));
+    int64_t used = same_window(w, index) ? committed_of(w) : 0;
+    return QG_MAX(k->p[i].limit - used, (int64_t)0);
+}
+
 int qg_keyq_tightest(const qg_keyq *k, int64_t now)
 {
     int best = -1;
@@ -245,4 +256,17 @@ void qg_keyq_restore_window(qg_keyq *k, int i, int64_t window, int64_t used, int
 void qg_keyq_restore_total(qg_keyq *k, int64_t used)
 {
     if (k->total_limit >= 0) atomic_store_explicit(&k->total_committed, QG_MAX(used, (int64_t)0), memory_order_relaxed);
+}
+
+void qg_keyq_restore_pause(qg_keyq *k, int i, int64_t until_ms)
+{
+    if (i >= 0 && i < k->n_p) atomic_store_explicit(&k->pause, pause_word(i, until_ms), memory_order_relaxed);
+}
+
+uint64_t qg_keyq_pause_info(const qg_keyq *ck, int64_t *until_ms)
+{
+    uint64_t w = LD(((qg_keyq *)ck)->pause);
+    int i = pause_policy(w);
+    *until_ms = w ? pause_until(w) : 0;
+    return w && i >= 0 && i < ck->n_p ? ck->p[i].signature : 0;
 }

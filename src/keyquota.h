@@ -40,6 +40,8 @@
 typedef struct {
     qg_policy_cfg cfg;               /* a copy: keys change at run time, configs do not */
     int64_t limit;                   /* integer units, at most QG_KQ_AMOUNT_MAX */
+    uint64_t signature;              /* qg_policy_signature, for the saved counters */
+    char label[24];                  /* qg_policy_label: "daily", "90m", ... */
     _Atomic uint64_t slot[QG_KQ_SLOTS];
 } qg_kq_policy;
 
@@ -67,6 +69,7 @@ typedef struct {
     int64_t total;                   /* micro-USD reserved on the total quota */
     int64_t est[QG_KEY_MAX_POLICIES];
     int64_t index[QG_KEY_MAX_POLICIES]; /* the window each policy admitted it in */
+    int64_t end_ms[QG_KEY_MAX_POLICIES];/* ... and when that window resets */
 } qg_kq_resv;
 
 /* Why a reservation was refused: the policy, its reset (0: none known, e.g. manual reset
@@ -102,6 +105,10 @@ void qg_keyq_reset(qg_keyq *k, int64_t now);
  * policy's current one is ignored (it can no longer matter). */
 void qg_keyq_restore_window(qg_keyq *k, int policy, int64_t window, int64_t used, int64_t now);
 void qg_keyq_restore_total(qg_keyq *k, int64_t used);
+void qg_keyq_restore_pause(qg_keyq *k, int policy, int64_t until_ms);
+/* The key's pause now: the pausing policy's signature (0: not paused) and its end (0: a
+ * manual reset), for the store. */
+uint64_t qg_keyq_pause_info(const qg_keyq *k, int64_t *until_ms);
 
 /* A policy's current window as the views and x-quota headers show it. */
 typedef struct {
@@ -111,6 +118,8 @@ typedef struct {
     bool exhausted;                  /* used >= limit */
 } qg_kq_status;
 int qg_keyq_status(const qg_keyq *k, int i, int64_t now, qg_kq_status *out);
+/* What is left of policy i in window `index` (a reservation's: no window arithmetic). */
+int64_t qg_keyq_remaining(const qg_keyq *k, int i, int64_t index);
 /* The policy with the least remaining share (for x-quota-remaining / -reset); -1 if none. */
 int qg_keyq_tightest(const qg_keyq *k, int64_t now);
 

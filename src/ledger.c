@@ -132,7 +132,9 @@ struct qg_ledger {
     ledger_worker *w;           /* [n_workers] */
     /* writer */
     sqlite3 *db;
-    sqlite3_stmt *insert, *update, *upsert, *state, *key_window, *key_total;
+    sqlite3_stmt *insert, *update, *upsert, *state, *key_window, *key_total, *key_pause, *key_unpause;
+    struct key_agg *kagg;       /* writer-owned: this batch's key counters, [KEY_AGG_MAX] */
+    size_t n_kagg;
     minute_agg *agg;            /* writer-owned: this batch's combinations, [agg_cap] */
     size_t agg_cap, n_agg, last_agg;
     uint32_t *slots;            /* open addressing over agg (index + 1; 0 empty), [slots_cap] */
@@ -185,6 +187,7 @@ static const char schema_tables[] =
     " key_name TEXT NOT NULL, policy INTEGER NOT NULL, window INTEGER NOT NULL, used INTEGER NOT NULL,"
     " PRIMARY KEY(key_name, policy, window));"
     "CREATE TABLE IF NOT EXISTS key_total (key_name TEXT PRIMARY KEY, used INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS key_pause (key_name TEXT PRIMARY KEY, policy INTEGER NOT NULL, until_ms INTEGER NOT NULL);"
     /* the quota engine's per-account state (quota.h's text form), the latest per account */
     "CREATE TABLE IF NOT EXISTS account_state ("
     " account TEXT PRIMARY KEY, data TEXT NOT NULL, updated_ms INTEGER NOT NULL);";
@@ -237,6 +240,11 @@ static const char key_window_sql[] =
 static const char key_total_sql[] =
     "INSERT INTO key_total(key_name,used) VALUES(?1,?2) ON CONFLICT(key_name) DO UPDATE SET used=used+excluded.used";
 
+static const char key_pause_sql[] =
+    "INSERT INTO key_pause(key_name,policy,until_ms) VALUES(?1,?2,?3)"
+    " ON CONFLICT(key_name) DO UPDATE SET policy=excluded.policy,until_ms=excluded.until_ms";
+static const char key_unpause_sql[] = "DELETE FROM key_pause WHERE key_name=?1";
+
 static const char insert_sql[] =
     "INSERT INTO ledger(ts_ms,request_id,key_name,provider,account,model,endpoint,stream,status,error,"
     "prompt_tokens,completion_tokens,cached_tokens,cache_write_tokens,reasoning_tokens,usage_source,attempts,"
@@ -281,33 +289,79 @@ static int insert_row(qg_ledger *l, const qg_ledger_row *r)
     return sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
 }
 
-/* The key counters a row settled, in the row's transaction: a restart restores exactly
- * what the committed rows charged (a request in flight at a crash has no row, so its
- * reservation is not charged after the restart). */
+/* The key counters the rows of a batch settled, summed per (key, policy, window) and per
+ * key's total, then written in the batch's transaction: a restart restores exactly what the
+ * committed rows charged (a request in flight at a crash has no row, so its reservation is
+ * not charged after the restart).  A busy key's batch of a hundred rows costs three upserts,
+ * not three hundred. */
+#define KEY_AGG_MAX 256
+#define PAUSE_ENTRY INT64_MIN     /* a key_agg entry that carries the key's pause, not a window */
+typedef struct key_agg {
+    const char *key;                 /* into a pending row: alive until the batch commits */
+    uint64_t policy;                 /* 0: the key's total */
+    int64_t window, used;
+} key_agg;
+
+static int key_agg_flush(qg_ledger *l)
+{
+    for (size_t i = 0; i < l->n_kagg; i++) {
+        const key_agg *a = &l->kagg[i];
+        if (a->window == PAUSE_ENTRY) { /* the key's pause as of the batch's last row */
+            sqlite3_stmt *st = a->policy ? l->key_pause : l->key_unpause;
+            sqlite3_reset(st);
+            sqlite3_bind_text(st, 1, a->key, -1, SQLITE_STATIC);
+            if (a->policy) sqlite3_bind_int64(st, 2, (int64_t)a->policy), sqlite3_bind_int64(st, 3, a->used);
+            int rc = sqlite3_step(st);
+            sqlite3_reset(st);
+            if (rc != SQLITE_DONE) return -1;
+            continue;
+        }
+        sqlite3_stmt *st = a->policy ? l->key_window : l->key_total;
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, a->key, -1, SQLITE_STATIC);
+        if (a->policy) {
+            sqlite3_bind_int64(st, 2, (int64_t)a->policy);
+            sqlite3_bind_int64(st, 3, a->window);
+            sqlite3_bind_int64(st, 4, a->used);
+        } else {
+            sqlite3_bind_int64(st, 2, a->used);
+        }
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) return -1;
+    }
+    l->n_kagg = 0;
+    return 0;
+}
+
+static int key_agg_add(qg_ledger *l, const char *key, uint64_t policy, int64_t window, int64_t used)
+{
+    bool pause = window == PAUSE_ENTRY;
+    if (!used && !pause) return 0;
+    for (size_t i = 0; i < l->n_kagg; i++) {
+        key_agg *a = &l->kagg[i];
+        if (pause && a->window == PAUSE_ENTRY && strcmp(a->key, key) == 0) {
+            a->policy = policy, a->used = used; /* the later row's pause wins */
+            return 0;
+        }
+        if (!pause && a->policy == policy && a->window == window && strcmp(a->key, key) == 0) {
+            a->used += used;
+            return 0;
+        }
+    }
+    if (l->n_kagg == KEY_AGG_MAX && key_agg_flush(l) < 0) return -1;
+    if (!l->kagg) l->kagg = qg_xcalloc(KEY_AGG_MAX, sizeof *l->kagg);
+    l->kagg[l->n_kagg++] = (key_agg){key, policy, window, used};
+    return 0;
+}
+
 static int save_key_counters(qg_ledger *l, const qg_ledger_row *r)
 {
-    for (int i = 0; i < r->n_key_windows && i < 16; i++) {
-        if (!r->key_windows[i].used) continue;
-        sqlite3_stmt *st = l->key_window;
-        sqlite3_reset(st);
-        sqlite3_bind_text(st, 1, r->key_name, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, (int64_t)r->key_windows[i].policy);
-        sqlite3_bind_int64(st, 3, r->key_windows[i].window);
-        sqlite3_bind_int64(st, 4, r->key_windows[i].used);
-        int rc = sqlite3_step(st);
-        sqlite3_reset(st);
-        if (rc != SQLITE_DONE) return -1;
-    }
-    if (r->key_total_usd) {
-        sqlite3_stmt *st = l->key_total;
-        sqlite3_reset(st);
-        sqlite3_bind_text(st, 1, r->key_name, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, r->key_total_usd);
-        int rc = sqlite3_step(st);
-        sqlite3_reset(st);
-        if (rc != SQLITE_DONE) return -1;
-    }
-    return 0;
+    for (int i = 0; i < r->n_key_windows && i < 16; i++)
+        if (key_agg_add(l, r->key_name, r->key_windows[i].policy, r->key_windows[i].window, r->key_windows[i].used) < 0)
+            return -1;
+    if (r->key_state && key_agg_add(l, r->key_name, r->key_pause_policy, PAUSE_ENTRY, r->key_pause_until) < 0) return -1;
+    return key_agg_add(l, r->key_name, 0, 0, r->key_total_usd);
 }
 
 static int save_state(qg_ledger *l, const state_msg *m)
@@ -431,6 +485,7 @@ static void flush_pending(qg_ledger *l)
     if (!l->pending) return;
     if (sqlite3_exec(l->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) goto fail;
     agg_begin(l, l->n_pending);
+    l->n_kagg = 0;
     int64_t rows = 0;
     for (ledger_msg *m = l->pending; m; m = m->next) {
         if (m->kind == MSG_STATE) {
@@ -442,7 +497,7 @@ static void flush_pending(qg_ledger *l)
         agg_add(l, r, sqlite3_last_insert_rowid(l->db));
         rows++;
     }
-    if (upsert_minutes(l) < 0) goto rollback;
+    if (upsert_minutes(l) < 0 || key_agg_flush(l) < 0) goto rollback;
     if (sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) goto rollback;
     sqlite3_reset(l->insert);
     atomic_fetch_add(&l->rows_written, rows);
@@ -1019,8 +1074,11 @@ static void ledger_free(qg_ledger *l)
     if (l->state) sqlite3_finalize(l->state);
     if (l->key_window) sqlite3_finalize(l->key_window);
     if (l->key_total) sqlite3_finalize(l->key_total);
+    if (l->key_pause) sqlite3_finalize(l->key_pause);
+    if (l->key_unpause) sqlite3_finalize(l->key_unpause);
     free(l->agg);
     free(l->slots);
+    free(l->kagg);
     if (l->rdb) sqlite3_close(l->rdb);
     if (l->db) sqlite3_close(l->db);
     if (l->mb.to_service) qg_mailbox_free(&l->mb);
@@ -1063,7 +1121,9 @@ qg_ledger *qg_ledger_open(const char *path, int64_t flush_ms, int n_workers, cha
         sqlite3_prepare_v2(l->db, upsert_sql, -1, &l->upsert, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(l->db, state_sql, -1, &l->state, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(l->db, key_window_sql, -1, &l->key_window, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(l->db, key_total_sql, -1, &l->key_total, NULL) != SQLITE_OK) {
+        sqlite3_prepare_v2(l->db, key_total_sql, -1, &l->key_total, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(l->db, key_pause_sql, -1, &l->key_pause, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(l->db, key_unpause_sql, -1, &l->key_unpause, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "store: %s", sqlite3_errmsg(l->db));
         goto fail;
     }
@@ -1189,7 +1249,8 @@ int qg_ledger_load_key_counters(const char *path, qg_key_counter_cb cb, void *ud
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db,
                            "SELECT key_name,policy,window,used,0 FROM key_window"
-                           " UNION ALL SELECT key_name,0,0,used,1 FROM key_total",
+                           " UNION ALL SELECT key_name,0,0,used,1 FROM key_total"
+                           " UNION ALL SELECT key_name,policy,until_ms,-1,0 FROM key_pause",
                            -1, &st, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "store: %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
         sqlite3_close(db);
@@ -1306,7 +1367,9 @@ void qg_ledger_close(qg_ledger *l)
     sqlite3_finalize(l->state);
     sqlite3_finalize(l->key_window);
     sqlite3_finalize(l->key_total);
-    l->update = l->upsert = l->state = l->key_window = l->key_total = NULL;
+    sqlite3_finalize(l->key_pause);
+    sqlite3_finalize(l->key_unpause);
+    l->update = l->upsert = l->state = l->key_window = l->key_total = l->key_pause = l->key_unpause = NULL;
     sqlite3_exec(l->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
     ledger_free(l);
 }

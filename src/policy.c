@@ -140,13 +140,26 @@ int qg_policy_window_at(const qg_policy_cfg *p, int64_t index, qg_window *out)
 
 int qg_policy_label(const qg_policy_cfg *p, char *out, size_t n)
 {
-    switch (p->period) {
-    case QG_PERIOD_5H: return snprintf(out, n, "5h");
-    case QG_PERIOD_DAILY: return snprintf(out, n, "daily");
-    case QG_PERIOD_WEEKLY: return snprintf(out, n, "weekly");
-    case QG_PERIOD_MONTHLY: return snprintf(out, n, "monthly");
-    default: return snprintf(out, n, "%lldm", (long long)p->minutes);
+    static const char *const named[] = {[QG_PERIOD_5H] = "5h", [QG_PERIOD_DAILY] = "daily",
+                                        [QG_PERIOD_WEEKLY] = "weekly", [QG_PERIOD_MONTHLY] = "monthly"};
+    char tmp[24];
+    size_t len = 0;
+    if (p->period != QG_PERIOD_MINUTES) {
+        qg_strlcpy(tmp, named[p->period], sizeof tmp);
+        len = strlen(tmp);
+    } else { /* "<N>m" */
+        char digits[20];
+        size_t d = 0;
+        uint64_t v = p->minutes > 0 ? (uint64_t)p->minutes : 0;
+        do digits[d++] = (char)('0' + v % 10);
+        while (v /= 10);
+        while (d) tmp[len++] = digits[--d];
+        tmp[len++] = 'm';
+        tmp[len] = 0;
     }
+    if (len >= n) return -1;
+    memcpy(out, tmp, len + 1);
+    return (int)len;
 }
 
 uint64_t qg_policy_signature(const qg_policy_cfg *p)

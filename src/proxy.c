@@ -181,7 +181,7 @@ static void settle_key(qg_exchange *ex)
     qg_quota_cost(ex->model, ex->row->prompt_tokens, ex->row->completion_tokens, &actual);
     qg_ledger_row *r = ex->row; /* the counters ride with the row: one transaction */
     for (int i = 0; i < ex->kq->n_p; i++)
-        r->key_windows[i].policy = qg_policy_signature(&ex->kq->p[i].cfg),
+        r->key_windows[i].policy = ex->kq->p[i].signature,
         r->key_windows[i].window = ex->kresv.index[i], r->key_windows[i].used = qg_keyq_amount(&ex->kq->p[i].cfg, &actual);
     r->n_key_windows = ex->kq->n_p;
     if (ex->kq->total_limit >= 0) r->key_total_usd = actual.v[QG_UNIT_USD];
@@ -207,6 +207,10 @@ static void exchange_free(qg_exchange *ex)
         settle_usage(ex);
         settle_account(ex);
         settle_key(ex);
+        if (ex->kq && ex->kq->n_p) { /* the key's pause as of this row, saved with it */
+            ex->row->key_state = true;
+            ex->row->key_pause_policy = qg_keyq_pause_info(ex->kq, &ex->row->key_pause_until);
+        }
         qg_ledger_submit(w->gw->ledger, w->id, ex->row);
     }
     qg_quota_release(&ex->resv); /* no row: no request was made */
@@ -323,7 +327,7 @@ static void key_refused(qg_exchange *ex, qg_kq_verdict v, const qg_kq_refusal *w
         finish_error(ex, 429, "key_quota_exhausted", "this API key's total quota is spent", 0);
         return;
     }
-    if (why->policy >= 0) qg_policy_label(&ex->kq->p[why->policy].cfg, label, sizeof label);
+    if (why->policy >= 0) qg_strlcpy(label, ex->kq->p[why->policy].label, sizeof label);
     if (why->too_large) {
         snprintf(msg, sizeof msg, "this request's estimate is larger than this API key's whole %s quota; "
                                   "lower max_tokens (or max_output_tokens) or shorten the prompt", label);
@@ -338,27 +342,68 @@ static void key_refused(qg_exchange *ex, qg_kq_verdict v, const qg_kq_refusal *w
 }
 
 /* x-quota-remaining / -reset for the tightest policy, and a pair per policy (a second
- * policy of the same period gets a -2 suffix, and so on). */
+ * policy of the same period gets a -2 suffix, and so on), from the request's own
+ * reservation (its windows are known: no calendar arithmetic per response), written into
+ * a stack buffer and appended once. */
+typedef struct {
+    char *p, *end;
+} hdr_writer;
+
+static void hw_put(hdr_writer *w, const char *s, size_t n)
+{
+    if ((size_t)(w->end - w->p) < n) n = 0, w->p = w->end; /* cannot happen: sized below */
+    memcpy(w->p, s, n);
+    w->p += n;
+}
+static void hw_str(hdr_writer *w, const char *s) { hw_put(w, s, strlen(s)); }
+static void hw_int(hdr_writer *w, int64_t v)
+{
+    char d[24];
+    size_t n = 0;
+    uint64_t u = v < 0 ? 0 : (uint64_t)v;
+    do d[sizeof d - 1 - n++] = (char)('0' + u % 10);
+    while (u /= 10);
+    hw_put(w, d + sizeof d - n, n);
+}
+
+static void quota_header(hdr_writer *w, const char *label, int nth, int64_t left, const char *when)
+{
+    for (int reset = 0; reset < 2; reset++) {
+        hw_str(w, "x-quota-");
+        if (label) {
+            hw_str(w, label);
+            if (nth > 1) hw_str(w, "-"), hw_int(w, nth);
+            hw_str(w, "-");
+        }
+        if (reset) hw_str(w, "reset: "), hw_str(w, when);
+        else hw_str(w, "remaining: "), hw_int(w, left);
+        hw_str(w, "\r\n");
+    }
+}
+
 static void quota_headers(qg_exchange *ex, qg_buf *h)
 {
-    if (!ex->kq || !ex->kq->n_p) return;
-    int64_t now = qg_now_ms();
-    int tight = qg_keyq_tightest(ex->kq, now);
-    char label[24], when[48];
-    for (int i = 0; i < ex->kq->n_p; i++) {
-        qg_kq_status st;
-        if (qg_keyq_status(ex->kq, i, now, &st) < 0) continue;
-        qg_format_rfc3339(st.w.end_ms, when, sizeof when);
-        qg_policy_label(&ex->kq->p[i].cfg, label, sizeof label);
-        int same = 1;
-        for (int j = 0; j < i; j++)
-            if (ex->kq->p[j].cfg.period == ex->kq->p[i].cfg.period && ex->kq->p[j].cfg.minutes == ex->kq->p[i].cfg.minutes) same++;
-        char suffix[12] = "";
-        if (same > 1) snprintf(suffix, sizeof suffix, "-%d", same & 0xffff);
-        qg_buf_appendf(h, "x-quota-%s%s-remaining: %lld\r\nx-quota-%s%s-reset: %s\r\n", label, suffix,
-                       (long long)st.remaining, label, suffix, when);
-        if (i == tight) qg_buf_appendf(h, "x-quota-remaining: %lld\r\nx-quota-reset: %s\r\n", (long long)st.remaining, when);
+    qg_keyq *k = ex->kq;
+    if (!k || !k->n_p || !ex->kresv.active) return;
+    char buf[(QG_KEY_MAX_POLICIES + 1) * 2 * 96];
+    hdr_writer w = {buf, buf + sizeof buf};
+    double tight_share = 2;
+    int64_t tight_left = 0;
+    char when[48], tight_when[48] = "";
+    for (int i = 0; i < k->n_p; i++) {
+        int64_t left = qg_keyq_remaining(k, i, ex->kresv.index[i]);
+        qg_format_rfc3339(ex->kresv.end_ms[i], when, sizeof when);
+        int nth = 1;
+        for (int j = 0; j < i; j++) nth += k->p[j].cfg.period == k->p[i].cfg.period && k->p[j].cfg.minutes == k->p[i].cfg.minutes;
+        quota_header(&w, k->p[i].label, nth, left, when);
+        double share = k->p[i].limit > 0 ? (double)left / (double)k->p[i].limit : 0;
+        if (share < tight_share) { /* the tightest: least remaining share (as qg_keyq_tightest) */
+            tight_share = share, tight_left = left;
+            memcpy(tight_when, when, sizeof when);
+        }
     }
+    quota_header(&w, NULL, 1, tight_left, tight_when);
+    qg_buf_append(h, buf, (size_t)(w.p - buf));
 }
 
 /* RFC 9110 §7.6.1: hop-by-hop headers, and any the Connection header names, stay here. */

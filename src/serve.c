@@ -192,8 +192,11 @@ static void load_key_counter(void *ud, const char *key, uint64_t policy, int64_t
         if (strcmp(cfg->keys[i].name, key) != 0) continue;
         qg_keyq *k = kl->gw->keyq[i];
         if (total) qg_keyq_restore_total(k, used);
-        for (int p = 0; !total && p < k->n_p; p++)
-            if (qg_policy_signature(&k->p[p].cfg) == policy) qg_keyq_restore_window(k, p, window, used, kl->now);
+        for (int p = 0; !total && p < k->n_p; p++) {
+            if (k->p[p].signature != policy) continue;
+            if (used == -1) qg_keyq_restore_pause(k, p, window); /* a saved pause: window = its end */
+            else qg_keyq_restore_window(k, p, window, used, kl->now);
+        }
         kl->n++;
         return;
     }

@@ -594,8 +594,19 @@ int qg_format_rfc3339(int64_t epoch_ms, char *out, size_t outlen)
     out[0] = 0;
     if (epoch_ms < MIN_FORMAT_MS || epoch_ms > MAX_FORMAT_MS) return -1;
     civil c = civil_from_ms(epoch_ms);
-    int n = snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02dZ", (int)c.year, c.month, c.day, c.hour, c.min, c.sec);
-    return finish_format(n, outlen);
+    if (outlen < 21) return -1;
+    /* by hand, not snprintf: x-quota-*-reset headers format several per response */
+    int v[] = {(int)c.year / 100, (int)c.year % 100, c.month, c.day, c.hour, c.min, c.sec};
+    static const char sep[] = "\0\0--T::"; /* before each pair: YY YY-MM-DDTHH:MM:SS */
+    char *p = out;
+    for (int i = 0; i < 7; i++) {
+        if (sep[i]) *p++ = sep[i];
+        *p++ = (char)('0' + v[i] / 10);
+        *p++ = (char)('0' + v[i] % 10);
+    }
+    *p++ = 'Z';
+    *p = 0;
+    return (int)(p - out);
 }
 
 int qg_format_http_date(int64_t epoch_ms, char *out, size_t outlen)
