@@ -132,7 +132,7 @@ struct qg_ledger {
     ledger_worker *w;           /* [n_workers] */
     /* writer */
     sqlite3 *db;
-    sqlite3_stmt *insert, *update, *upsert, *state, *key_window, *key_total, *key_pause, *key_unpause;
+    sqlite3_stmt *insert, *update, *upsert, *state, *key_window, *key_total, *key_pause;
     struct key_agg *kagg;       /* writer-owned: this batch's key counters, [KEY_AGG_MAX] */
     size_t n_kagg;
     minute_agg *agg;            /* writer-owned: this batch's combinations, [agg_cap] */
@@ -240,10 +240,14 @@ static const char key_window_sql[] =
 static const char key_total_sql[] =
     "INSERT INTO key_total(key_name,used) VALUES(?1,?2) ON CONFLICT(key_name) DO UPDATE SET used=used+excluded.used";
 
+/* A saved pause only ever gets stronger from rows (a manual one, until 0, beats any; a
+ * later end beats an earlier): rows of one batch come worker by worker, not in time order,
+ * so "the last row wins" could let an older unpaused row undo a pause.  A pause whose end
+ * has passed is ended by the first request after a restart; a manual reset deletes it. */
 static const char key_pause_sql[] =
     "INSERT INTO key_pause(key_name,policy,until_ms) VALUES(?1,?2,?3)"
-    " ON CONFLICT(key_name) DO UPDATE SET policy=excluded.policy,until_ms=excluded.until_ms";
-static const char key_unpause_sql[] = "DELETE FROM key_pause WHERE key_name=?1";
+    " ON CONFLICT(key_name) DO UPDATE SET policy=excluded.policy,until_ms=excluded.until_ms"
+    " WHERE key_pause.until_ms != 0 AND (excluded.until_ms = 0 OR excluded.until_ms > key_pause.until_ms)";
 
 static const char insert_sql[] =
     "INSERT INTO ledger(ts_ms,request_id,key_name,provider,account,model,endpoint,stream,status,error,"
@@ -306,11 +310,12 @@ static int key_agg_flush(qg_ledger *l)
 {
     for (size_t i = 0; i < l->n_kagg; i++) {
         const key_agg *a = &l->kagg[i];
-        if (a->window == PAUSE_ENTRY) { /* the key's pause as of the batch's last row */
-            sqlite3_stmt *st = a->policy ? l->key_pause : l->key_unpause;
+        if (a->window == PAUSE_ENTRY) { /* the strongest pause the batch's rows saw */
+            sqlite3_stmt *st = l->key_pause;
             sqlite3_reset(st);
             sqlite3_bind_text(st, 1, a->key, -1, SQLITE_STATIC);
-            if (a->policy) sqlite3_bind_int64(st, 2, (int64_t)a->policy), sqlite3_bind_int64(st, 3, a->used);
+            sqlite3_bind_int64(st, 2, (int64_t)a->policy);
+            sqlite3_bind_int64(st, 3, a->used);
             int rc = sqlite3_step(st);
             sqlite3_reset(st);
             if (rc != SQLITE_DONE) return -1;
@@ -337,11 +342,11 @@ static int key_agg_flush(qg_ledger *l)
 static int key_agg_add(qg_ledger *l, const char *key, uint64_t policy, int64_t window, int64_t used)
 {
     bool pause = window == PAUSE_ENTRY;
-    if (!used && !pause) return 0;
+    if ((!used && !pause) || (pause && !policy)) return 0; /* a row of an unpaused key says nothing */
     for (size_t i = 0; i < l->n_kagg; i++) {
         key_agg *a = &l->kagg[i];
         if (pause && a->window == PAUSE_ENTRY && strcmp(a->key, key) == 0) {
-            a->policy = policy, a->used = used; /* the later row's pause wins */
+            if (a->used != 0 && (used == 0 || used > a->used)) a->policy = policy, a->used = used; /* the stronger */
             return 0;
         }
         if (!pause && a->policy == policy && a->window == window && strcmp(a->key, key) == 0) {
@@ -1075,7 +1080,6 @@ static void ledger_free(qg_ledger *l)
     if (l->key_window) sqlite3_finalize(l->key_window);
     if (l->key_total) sqlite3_finalize(l->key_total);
     if (l->key_pause) sqlite3_finalize(l->key_pause);
-    if (l->key_unpause) sqlite3_finalize(l->key_unpause);
     free(l->agg);
     free(l->slots);
     free(l->kagg);
@@ -1122,8 +1126,7 @@ qg_ledger *qg_ledger_open(const char *path, int64_t flush_ms, int n_workers, cha
         sqlite3_prepare_v2(l->db, state_sql, -1, &l->state, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(l->db, key_window_sql, -1, &l->key_window, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(l->db, key_total_sql, -1, &l->key_total, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(l->db, key_pause_sql, -1, &l->key_pause, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(l->db, key_unpause_sql, -1, &l->key_unpause, NULL) != SQLITE_OK) {
+        sqlite3_prepare_v2(l->db, key_pause_sql, -1, &l->key_pause, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "store: %s", sqlite3_errmsg(l->db));
         goto fail;
     }
@@ -1368,8 +1371,7 @@ void qg_ledger_close(qg_ledger *l)
     sqlite3_finalize(l->key_window);
     sqlite3_finalize(l->key_total);
     sqlite3_finalize(l->key_pause);
-    sqlite3_finalize(l->key_unpause);
-    l->update = l->upsert = l->state = l->key_window = l->key_total = l->key_pause = l->key_unpause = NULL;
+    l->update = l->upsert = l->state = l->key_window = l->key_total = l->key_pause = NULL;
     sqlite3_exec(l->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
     ledger_free(l);
 }

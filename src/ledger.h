@@ -113,8 +113,8 @@ int qg_ledger_load_states(const char *path, qg_state_cb cb, void *ud, char *err,
 /* Start-up: calls cb for every saved key counter: per (key, policy signature, window) the
  * amount settled, and per key the total (policy 0, window 0, in micro-USD; `total` true). */
 typedef void (*qg_key_counter_cb)(void *ud, const char *key, uint64_t policy, int64_t window, int64_t used, bool total);
-/* ... and then for every key with a saved pause: cb(key, policy signature, until, 0, pause = true)
- * through the same callback with window = until and used = -1. */
+/* ... and for every key with a saved pause: the same callback with window = its end (0: a
+ * manual reset) and used = -1. */
 int qg_ledger_load_key_counters(const char *path, qg_key_counter_cb cb, void *ud, char *err, size_t errlen);
 /* Worker side: re-posts overflowed rows (call from a timer); returns how many still wait.
  * While rows wait, logs a warning with the count at most once per 10 s per worker. */
