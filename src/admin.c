@@ -143,7 +143,7 @@ static int healthz_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const
     return QG_HEAD_ANSWERED;
 }
 
-static bool admin_authorized(qg_worker *w, qg_conn *c, const qg_http_msg *m)
+bool qg_admin_authorized(qg_worker *w, qg_conn *c, const qg_http_msg *m)
 {
     const char *token = w->gw->cfg->admin_token;
     if (!token || !*token) {
@@ -159,7 +159,7 @@ static bool admin_authorized(qg_worker *w, qg_conn *c, const qg_http_msg *m)
 
 static int usage_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const qg_api_route *r)
 {
-    if (!admin_authorized(w, c, m)) return QG_HEAD_ANSWERED;
+    if (!qg_admin_authorized(w, c, m)) return QG_HEAD_ANSWERED;
     qg_slice t = m->target, path = qg_api_path(t);
     qg_slice qs = path.n < t.n ? (qg_slice){t.p + path.n + 1, t.n - path.n - 1} : (qg_slice){"", 0};
     qg_usage_query uq;
@@ -185,7 +185,7 @@ static void respond_buf(qg_conn *c, int status, qg_buf *b)
 
 static int accounts_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const qg_api_route *r)
 {
-    if (!admin_authorized(w, c, m)) return QG_HEAD_ANSWERED;
+    if (!qg_admin_authorized(w, c, m)) return QG_HEAD_ANSWERED;
     qg_buf b;
     qg_buf_init(&b, 0);
     qg_accounts_json(&b, &w->gw->accounts, qg_now_ms());
@@ -195,7 +195,7 @@ static int accounts_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, cons
 
 static int quotas_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const qg_api_route *r)
 {
-    if (!admin_authorized(w, c, m)) return QG_HEAD_ANSWERED;
+    if (!qg_admin_authorized(w, c, m)) return QG_HEAD_ANSWERED;
     qg_buf b;
     qg_buf_init(&b, 0);
     qg_quotas_json(&b, &w->gw->accounts, qg_now_ms());
@@ -206,7 +206,7 @@ static int quotas_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const 
 /* POST /admin/accounts/{name}/enable|disable, name = "account" or "provider/account". */
 static int account_action_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const qg_api_route *r)
 {
-    if (!admin_authorized(w, c, m)) return QG_HEAD_ANSWERED;
+    if (!qg_admin_authorized(w, c, m)) return QG_HEAD_ANSWERED;
     static const char prefix[] = "/admin/accounts/";
     qg_slice path = qg_api_path(m->target);
     qg_slice rest = {path.p + sizeof prefix - 1, path.n - (sizeof prefix - 1)};

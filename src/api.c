@@ -60,6 +60,7 @@ static qg_dialect dialect_of_path(qg_slice path)
 
 static bool method_matches(const qg_api_route *r, qg_slice method)
 {
+    if (!r->method) return true; /* the handler tells the methods apart */
     return qg_slice_eq(method, r->method) || (qg_slice_eq(method, "HEAD") && strcmp(r->method, "GET") == 0);
 }
 

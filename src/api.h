@@ -22,7 +22,7 @@ typedef struct qg_api_route qg_api_route;
 
 struct qg_api_route {
     const char *path;          /* exact path (no query), or a prefix ending in an asterisk (/admin/accounts/ then any rest) */
-    const char *method;        /* "GET" also accepts HEAD */
+    const char *method;        /* "GET" also accepts HEAD; NULL: any (the handler checks) */
     qg_dialect dialect;        /* the error shape on this path */
     /* From the head: answer (now, or later holding the conn through req_ud) and return
      * QG_HEAD_ANSWERED, or hang the module's request object on c->req_ud and return
@@ -56,6 +56,9 @@ qg_slice qg_api_path(qg_slice target);
 /* The registrations (each module's routes). */
 void qg_proxy_register(qg_api *api);
 void qg_admin_register(qg_api *api);
+void qg_keyadmin_register(qg_api *api);
+/* The admin token check shared by the operator endpoints: answers 401/403 itself. */
+bool qg_admin_authorized(qg_worker *w, qg_conn *c, const qg_http_msg *m);
 
 /* Writes an error response in the dialect's shape (and Retry-After when retry_after_s > 0). */
 void qg_respond_error(qg_conn *c, qg_dialect d, int status, const char *code, const char *message, int retry_after_s);

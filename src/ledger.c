@@ -73,7 +73,7 @@
 #define LEDGER_MAX_RANGES 65536
 #define RANGES_COST_RATIO 32
 
-enum { MSG_ROW = 1, MSG_QUERY = 2, MSG_STATE = 3 };
+enum { MSG_ROW = 1, MSG_QUERY = 2, MSG_STATE = 3, MSG_KEY_RESET = 4 };
 
 typedef struct ledger_msg {
     int kind;
@@ -93,6 +93,15 @@ typedef struct {
     size_t len;
     char text[];
 } state_msg;
+
+/* A key's manual reset: its pause deleted, these windows zeroed. */
+typedef struct {
+    ledger_msg m;
+    char key[64];
+    int n;
+    uint64_t policy[16];
+    int64_t window[16];
+} key_reset_msg;
 
 /* One distinct (minute, key, account, provider, model) of a batch, summed while the batch
  * is inserted.  The names are the first such row's (alive until the batch is committed). */
@@ -369,6 +378,29 @@ static int save_key_counters(qg_ledger *l, const qg_ledger_row *r)
     return key_agg_add(l, r->key_name, 0, 0, r->key_total_usd);
 }
 
+static int run_bound(sqlite3 *db, const char *sql, const char *key, int64_t a, int64_t b, int nargs)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    if (nargs > 1) sqlite3_bind_int64(st, 2, a);
+    if (nargs > 2) sqlite3_bind_int64(st, 3, b);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Rare (an operator's action): prepared per use. */
+static int reset_key(qg_ledger *l, const key_reset_msg *m)
+{
+    if (run_bound(l->db, "DELETE FROM key_pause WHERE key_name=?1", m->key, 0, 0, 1) < 0) return -1;
+    for (int i = 0; i < m->n; i++)
+        if (run_bound(l->db, "UPDATE key_window SET used=0 WHERE key_name=?1 AND policy=?2 AND window=?3", m->key,
+                      (int64_t)m->policy[i], m->window[i], 3) < 0)
+            return -1;
+    return 0;
+}
+
 static int save_state(qg_ledger *l, const state_msg *m)
 {
     sqlite3_stmt *st = l->state;
@@ -495,6 +527,11 @@ static void flush_pending(qg_ledger *l)
     for (ledger_msg *m = l->pending; m; m = m->next) {
         if (m->kind == MSG_STATE) {
             if (save_state(l, (state_msg *)m) < 0) goto rollback;
+            continue;
+        }
+        if (m->kind == MSG_KEY_RESET) {
+            /* the batch's rows before it are summed but not yet written: write them first */
+            if (key_agg_flush(l) < 0 || reset_key(l, (key_reset_msg *)m) < 0) goto rollback;
             continue;
         }
         const qg_ledger_row *r = &((row_msg *)m)->row;
@@ -1241,6 +1278,16 @@ void qg_ledger_save_state(qg_ledger *l, int w, const char *account, const char *
     m->len = n;
     memcpy(m->text, text, n);
     m->text[n] = 0;
+    post_msg(l, w, &m->m);
+}
+
+void qg_ledger_reset_key(qg_ledger *l, int w, const char *key, const uint64_t *policies, const int64_t *windows, int n)
+{
+    key_reset_msg *m = qg_xcalloc(1, sizeof *m);
+    m->m.kind = MSG_KEY_RESET;
+    qg_strlcpy(m->key, key, sizeof m->key);
+    m->n = QG_MIN(n, 16);
+    for (int i = 0; i < m->n; i++) m->policy[i] = policies[i], m->window[i] = windows[i];
     post_msg(l, w, &m->m);
 }
 

@@ -110,6 +110,9 @@ void qg_ledger_save_state(qg_ledger *l, int worker, const char *account, const c
  * saved account state.  Returns how many, or -1 with err set. */
 typedef void (*qg_state_cb)(void *ud, const char *account, const char *text, size_t n);
 int qg_ledger_load_states(const char *path, qg_state_cb cb, void *ud, char *err, size_t errlen);
+/* Worker side: a manual reset of a key (POST /admin/keys/{id}/reset): its saved pause is
+ * deleted and the given policy windows' counters set to 0, in order with the rows. */
+void qg_ledger_reset_key(qg_ledger *l, int worker, const char *key, const uint64_t *policies, const int64_t *windows, int n);
 /* Start-up: calls cb for every saved key counter: per (key, policy signature, window) the
  * amount settled, and per key the total (policy 0, window 0, in micro-USD; `total` true). */
 typedef void (*qg_key_counter_cb)(void *ud, const char *key, uint64_t policy, int64_t window, int64_t used, bool total);

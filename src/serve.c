@@ -247,6 +247,7 @@ int qg_serve(const char *config_path)
     static qg_api api;
     qg_proxy_register(&api);
     qg_admin_register(&api);
+    qg_keyadmin_register(&api);
     gw->api = &api;
     char err[512];
     if (prepare_providers(gw) < 0) goto out;
