@@ -101,7 +101,14 @@ providers:
       - { name: a, api_key: sim-bench, buckets: [ { name: day, kind: window, unit: tokens, limit: 1000000000000, period: 1d },
                                                   { name: credits, kind: credits, unit: requests, limit: 1000000000000 } ] }
 keys:
-  - { name: bench, key: $KEY }
+  # three periodic policies on the benchmark key (issue 15's measure): every request is
+  # pre-checked, reserved in three windows, settled, and answered with x-quota headers
+  - name: bench
+    key: $KEY
+    policies:
+      - { period: 5h, limit: 1000000000000, unit: tokens }
+      - { period: daily, limit: 1000000000000, unit: requests, anchor: "2026-01-01T00:00:00+08:00" }
+      - { period: monthly, limit: 1000000000, unit: usd, boundary: graceful }
 EOF
 # E: 100 models over 2 accounts, and over 10,000 (100 providers of 100 accounts)
 bucket_list='[ { name: day, kind: window, unit: tokens, limit: 1000000000000, period: 1d }, { name: credits, kind: credits, unit: requests, limit: 1000000000000 } ]'
