@@ -117,12 +117,6 @@ void qg_accounts_save_all(const qg_accounts *t, qg_ledger *l, int64_t now)
 
 /* ---- JSON views ---- */
 
-static void json_time(qg_buf *b, const char *name, int64_t ms)
-{
-    char t[48];
-    if (ms > 0 && qg_format_rfc3339(ms, t, sizeof t) > 0) qg_buf_appendf(b, ",\"%s\":\"%s\",\"%s_ms\":%lld", name, t, name, (long long)ms);
-    else qg_buf_appendf(b, ",\"%s\":null,\"%s_ms\":null", name, name);
-}
 
 static void json_num(qg_buf *b, const char *name, int64_t v)
 {
@@ -136,18 +130,6 @@ static void json_real(qg_buf *b, const char *name, double v)
     else qg_buf_appendf(b, ",\"%s\":%.3f", name, v);
 }
 
-/* Config names exclude spaces and '/', but not quotes or backslashes. */
-static void json_str(qg_buf *b, const char *s)
-{
-    qg_buf_puts(b, "\"");
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') qg_buf_appendf(b, "\\%c", ch);
-        else if (ch < 0x20) qg_buf_appendf(b, "\\u%04x", ch);
-        else qg_buf_append(b, s, 1);
-    }
-    qg_buf_puts(b, "\"");
-}
 
 static const char *kind_name(qg_bucket_kind k) { return k == QG_BUCKET_CREDITS ? "credits" : k == QG_BUCKET_WINDOW ? "window" : "rate"; }
 
@@ -161,28 +143,28 @@ static void bucket_json(qg_buf *b, const qg_qacct *a, size_t i, int64_t now, qg_
     qg_quota_bucket_status(a, i, now, &s);
     *alert = s.alert;
     qg_buf_puts(b, "{\"name\":");
-    json_str(b, bk->name);
+    qg_buf_json_str(b, bk->name);
     qg_buf_appendf(b, ",\"kind\":\"%s\",\"unit\":\"%s\"", kind_name(bk->kind), qg_unit_name(bk->unit));
     json_num(b, "limit", s.limit);
     json_num(b, "used", s.used);
     json_num(b, "remaining", s.remaining);
     json_real(b, "ratio", s.ratio_ppm < 0 ? -1 : (double)s.ratio_ppm / 1e6);
-    json_time(b, "reset", s.reset_ms);
-    json_time(b, "expires_at", s.expires_ms);
+    qg_buf_json_time(b, "reset", s.reset_ms);
+    qg_buf_json_time(b, "expires_at", s.expires_ms);
     json_num(b, "burn_per_day", s.burn_per_day);
     json_num(b, "at_risk", s.at_risk);
     json_real(b, "projected_days_left", s.days_left);
     json_real(b, "days_until_expiry", s.days_to_expiry);
     qg_buf_appendf(b, ",\"alert\":\"%s\",\"source\":\"%s\",\"confidence\":\"%s\"", qg_alert_name(s.alert),
                    qg_quota_source_name(s.source), s.confidence);
-    json_time(b, "updated_at", s.updated_at);
+    qg_buf_json_time(b, "updated_at", s.updated_at);
     int64_t hat = atomic_load_explicit(&((qg_qbucket *)bk)->h_at, memory_order_relaxed);
     if (bk->header_slot >= 0 && hat) {
         qg_buf_appendf(b, ",\"header\":{\"slot\":\"%s\"", qg_rl_slot_name((qg_rl_slot)bk->header_slot));
         json_num(b, "limit", atomic_load(&((qg_qbucket *)bk)->h_limit));
         json_num(b, "remaining", atomic_load(&((qg_qbucket *)bk)->h_remaining));
-        json_time(b, "reset", atomic_load(&((qg_qbucket *)bk)->h_reset));
-        json_time(b, "at", hat);
+        qg_buf_json_time(b, "reset", atomic_load(&((qg_qbucket *)bk)->h_reset));
+        qg_buf_json_time(b, "at", hat);
         qg_buf_puts(b, "}");
     } else {
         qg_buf_puts(b, ",\"header\":null");
@@ -203,24 +185,24 @@ static void account_json(qg_buf *b, const qg_qacct *a, int64_t now, int *alerts)
     if (st == QG_ACCT_READY && !usable && (why == QG_BLOCK_BUCKET || why == QG_BLOCK_HEADER || why == QG_BLOCK_DEPLETED))
         shown_state = "depleted"; /* a spent bucket: depleted until its reset (SPEC §4.2) */
     qg_buf_puts(b, "{\"name\":");
-    json_str(b, a->name);
+    qg_buf_json_str(b, a->name);
     qg_buf_puts(b, ",\"provider\":");
-    json_str(b, a->provider);
+    qg_buf_json_str(b, a->provider);
     qg_buf_appendf(b, ",\"state\":\"%s\"", shown_state);
-    json_time(b, "until", st == QG_ACCT_READY ? (usable ? 0 : busy_until) : until);
+    qg_buf_json_time(b, "until", st == QG_ACCT_READY ? (usable ? 0 : busy_until) : until);
     qg_buf_appendf(b, ",\"reset_stated\":%s,\"trial_due\":%s,\"usable\":%s,\"blocked_by\":", stated ? "true" : "false",
                    st != QG_ACCT_READY && st != QG_ACCT_DISABLED && until <= now ? "true" : "false",
                    usable ? "true" : "false");
     if (usable) qg_buf_puts(b, "null");
     else qg_buf_appendf(b, "\"%s\"", qg_block_name(why));
-    json_time(b, "usable_at", usable ? now : busy_until);
+    qg_buf_json_time(b, "usable_at", usable ? now : busy_until);
     int cls = atomic_load(&((qg_qacct *)a)->last_class);
     qg_buf_appendf(b, ",\"priority\":%d,\"weight\":%d,\"combine\":\"%s\",\"consecutive_failures\":%d,\"in_flight\":%lld,"
                       "\"last_error\":%s%s%s",
                    a->priority, a->weight, a->combine_any ? "any" : "all", atomic_load(&((qg_qacct *)a)->fails),
                    (long long)atomic_load(&((qg_qacct *)a)->inflight), cls ? "\"" : "",
                    cls ? qg_errclass_name((qg_errclass)cls) : "null", cls ? "\"" : "");
-    json_time(b, "last_error_at", atomic_load(&((qg_qacct *)a)->last_error_at));
+    qg_buf_json_time(b, "last_error_at", atomic_load(&((qg_qacct *)a)->last_error_at));
     qg_buf_puts(b, ",\"buckets\":[");
     bool first = true;
     for (size_t i = 0; i < a->n_b; i++) {
@@ -244,7 +226,7 @@ void qg_accounts_json(qg_buf *b, const qg_accounts *t, int64_t now)
         account_json(b, &t->a[i], now, NULL);
     }
     qg_buf_puts(b, "]");
-    json_time(b, "now", now);
+    qg_buf_json_time(b, "now", now);
     qg_buf_puts(b, "}");
 }
 
@@ -260,6 +242,6 @@ void qg_quotas_json(qg_buf *b, const qg_accounts *t, int64_t now)
     for (int a = 0; a <= QG_ALERT_EXHAUSTED; a++) qg_buf_appendf(b, "%s\"%s\":%d", a ? "," : "", qg_alert_name((qg_alert)a), alerts[a]);
     qg_buf_appendf(b, "},\"has_use_or_lose\":%s,\"has_exhausted\":%s", alerts[QG_ALERT_USE_OR_LOSE] ? "true" : "false",
                    alerts[QG_ALERT_EXHAUSTED] ? "true" : "false");
-    json_time(b, "now", now);
+    qg_buf_json_time(b, "now", now);
     qg_buf_puts(b, "}");
 }

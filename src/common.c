@@ -109,6 +109,22 @@ int qg_buf_put_int(qg_buf *b, int64_t v)
     return qg_buf_append(b, tmp + i, sizeof tmp - i);
 }
 
+void qg_buf_json_str(qg_buf *b, const char *s)
+{
+    if (!s) {
+        qg_buf_append(b, "null", 4);
+        return;
+    }
+    qg_buf_append(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') qg_buf_appendf(b, "\\%c", ch);
+        else if (ch < 0x20) qg_buf_appendf(b, "\\u%04x", ch);
+        else qg_buf_append(b, s, 1);
+    }
+    qg_buf_append(b, "\"", 1);
+}
+
 void qg_strlcpy(char *dst, const char *src, size_t cap)
 {
     size_t n = src ? strnlen(src, cap - 1) : 0;

@@ -12,24 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static void json_str(qg_buf *b, const char *s)
-{
-    qg_buf_puts(b, "\"");
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') qg_buf_appendf(b, "\\%c", ch);
-        else if (ch < 0x20) qg_buf_appendf(b, "\\u%04x", ch);
-        else qg_buf_append(b, s, 1);
-    }
-    qg_buf_puts(b, "\"");
-}
 
-static void json_time(qg_buf *b, const char *name, int64_t ms)
-{
-    char t[48];
-    if (ms > 0 && qg_format_rfc3339(ms, t, sizeof t) > 0) qg_buf_appendf(b, ",\"%s\":\"%s\",\"%s_ms\":%lld", name, t, name, (long long)ms);
-    else qg_buf_appendf(b, ",\"%s\":null,\"%s_ms\":null", name, name);
-}
 
 static const char *unit_name(qg_unit u) { return u == QG_UNIT_USD ? "usd" : u == QG_UNIT_REQUESTS ? "requests" : "tokens"; }
 
@@ -42,9 +25,9 @@ static void policy_json(qg_buf *b, const qg_keyq *k, int i, int64_t now)
                       "\"auto_resume\":%s",
                    p->label, unit_name(p->cfg.unit), (long long)p->limit, p->cfg.strict ? "strict" : "graceful",
                    p->cfg.on_exhausted_disable ? "disable" : "reject", p->cfg.auto_resume ? "true" : "false");
-    json_time(b, "anchor", p->cfg.anchor_ms);
-    json_time(b, "window_start", ok ? st.w.start_ms : 0);
-    json_time(b, "reset", ok ? st.w.end_ms : 0);
+    qg_buf_json_time(b, "anchor", p->cfg.anchor_ms);
+    qg_buf_json_time(b, "window_start", ok ? st.w.start_ms : 0);
+    qg_buf_json_time(b, "reset", ok ? st.w.end_ms : 0);
     qg_buf_appendf(b, ",\"used\":%lld,\"remaining\":%lld,\"exhausted\":%s}", (long long)(ok ? st.used : 0),
                    (long long)(ok ? st.remaining : 0), ok && st.exhausted ? "true" : "false");
 }
@@ -52,9 +35,9 @@ static void policy_json(qg_buf *b, const qg_keyq *k, int i, int64_t now)
 static void key_json(qg_buf *b, const qg_key_cfg *kc, const qg_keyq *k, int64_t now)
 {
     qg_buf_puts(b, "{\"id\":");
-    json_str(b, kc->name);
+    qg_buf_json_str(b, kc->name);
     qg_buf_puts(b, ",\"name\":");
-    json_str(b, kc->name);
+    qg_buf_json_str(b, kc->name);
     int64_t until;
     uint64_t paused = qg_keyq_pause_info(k, &until);
     if (paused && until && until <= now) paused = 0; /* ends with the next request */
@@ -63,7 +46,7 @@ static void key_json(qg_buf *b, const qg_key_cfg *kc, const qg_keyq *k, int64_t 
         int pi = 0;
         while (pi < k->n_p && k->p[pi].signature != paused) pi++;
         qg_buf_appendf(b, "{\"policy\":\"%s\",\"manual_reset\":%s", pi < k->n_p ? k->p[pi].label : "?", until ? "false" : "true");
-        json_time(b, "until", until);
+        qg_buf_json_time(b, "until", until);
         qg_buf_puts(b, "}");
     } else {
         qg_buf_puts(b, "null");
@@ -72,7 +55,7 @@ static void key_json(qg_buf *b, const qg_key_cfg *kc, const qg_keyq *k, int64_t 
     if (!kc->n_models) qg_buf_puts(b, "null");
     for (size_t i = 0; i < kc->n_models; i++) {
         qg_buf_puts(b, i ? "," : "[");
-        json_str(b, kc->models[i]);
+        qg_buf_json_str(b, kc->models[i]);
         if (i + 1 == kc->n_models) qg_buf_puts(b, "]");
     }
     if (k->total_limit >= 0)

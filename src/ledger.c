@@ -616,20 +616,6 @@ static void *writer_main(void *arg)
 
 /* ---- queries ---- */
 
-static void append_json_str(qg_buf *b, const unsigned char *s)
-{
-    if (!s) {
-        qg_buf_append(b, "null", 4);
-        return;
-    }
-    qg_buf_append(b, "\"", 1);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\') qg_buf_appendf(b, "\\%c", *s);
-        else if (*s < 0x20) qg_buf_appendf(b, "\\u%04x", *s);
-        else qg_buf_append(b, s, 1);
-    }
-    qg_buf_append(b, "\"", 1);
-}
 
 #define ROW_COLS                                                                                        \
     "ts_ms,request_id,key_name,provider,account,model,endpoint,stream,status,error,prompt_tokens,"      \
@@ -816,7 +802,7 @@ static int append_rows(qg_buf *b, sqlite3_stmt *st, int *n)
             if (c == 7) qg_buf_append(b, sqlite3_column_int(st, c) ? "true" : "false", sqlite3_column_int(st, c) ? 4 : 5);
             else if (t == SQLITE_INTEGER) qg_buf_appendf(b, "%lld", (long long)sqlite3_column_int64(st, c));
             else if (t == SQLITE_FLOAT) qg_buf_appendf(b, "%.3f", sqlite3_column_double(st, c));
-            else append_json_str(b, sqlite3_column_text(st, c));
+            else qg_buf_json_str(b, (const char *)sqlite3_column_text(st, c));
         }
         qg_buf_append(b, "}", 1);
     }

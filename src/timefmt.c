@@ -619,3 +619,10 @@ int qg_format_http_date(int64_t epoch_ms, char *out, size_t outlen)
                      month_names[c.month - 1], (int)c.year, c.hour, c.min, c.sec);
     return finish_format(n, outlen);
 }
+
+void qg_buf_json_time(qg_buf *b, const char *name, int64_t ms)
+{
+    char t[48];
+    if (ms > 0 && qg_format_rfc3339(ms, t, sizeof t) > 0) qg_buf_appendf(b, ",\"%s\":\"%s\",\"%s_ms\":%lld", name, t, name, (long long)ms);
+    else qg_buf_appendf(b, ",\"%s\":null,\"%s_ms\":null", name, name);
+}
