@@ -4,6 +4,7 @@
  */
 #include "config.h"
 #include "gateway.h"
+#include "keyscli.h"
 #include "sim.h"
 #include "status.h"
 
@@ -20,7 +21,7 @@ static void usage(FILE *f)
           "  serve [-c FILE]   run the gateway (default config ./quotagate.yaml)\n"
           "  check [-c FILE]   validate a config; errors name file:line and the field\n"
           "  sim [options]     run the simulated provider (quotagate sim --help)\n"
-          "  keys ...          manage API keys (arrives with admin-managed keys; static keys live in the config)\n"
+          "  keys COMMAND      the running gateway's API keys: list, show ID, reset ID (keys --help)\n"
           "  status [-c FILE]  table of upstream accounts and their quota buckets (--db, --json)\n"
           "  --version         print the version\n"
           "Every command takes --help.  Docs: README.md and docs/.\n",
@@ -80,12 +81,6 @@ static int cmd_serve(int argc, char **argv)
     return qg_serve(path);
 }
 
-static int cmd_later(const char *cmd, const char *what)
-{
-    fprintf(stderr, "quotagate %s: not available in this version: %s\n", cmd, what);
-    return 2;
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -104,8 +99,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "check")) return cmd_check(argc - 1, argv + 1);
     if (!strcmp(cmd, "sim")) return qg_sim_main(argc - 1, argv + 1);
-    if (!strcmp(cmd, "keys"))
-        return cmd_later("keys", "admin-managed keys come with periodic key policies; static keys are set under keys: in the config");
+    if (!strcmp(cmd, "keys")) return qg_keys_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "status")) return qg_status_main(argc - 1, argv + 1);
     fprintf(stderr, "quotagate: unknown command %s\n", cmd);
     usage(stderr);

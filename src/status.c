@@ -3,36 +3,27 @@
  * buckets (SPEC §1).  See status.h and docs/status.md.
  *
  * One renderer, two sources of the same JSON (the shape of accounts.c's qg_accounts_json):
- *   - the running gateway's GET /admin/accounts, fetched with a small blocking HTTP/1.1
- *     client on the main thread (this is a CLI, not the event loop);
+ *   - the running gateway's GET /admin/accounts, fetched with the small blocking HTTP/1.1
+ *     client of adminclient.h on the main thread (this is a CLI, not the event loop);
  *   - with --db, the account table rebuilt from the config, with the state the gateway
  *     saved in its SQLite store restored, rendered to JSON in-process.
- * The JSON is read with jscan's span scanner (objects) and a small array walker below;
- * no tree is built.  The parsed accounts are copied into plain structs, then printed.
+ * The JSON is read with adminclient.h's reader (jscan's span scanner for objects, and an
+ * array walker); no tree is built.  The parsed accounts are copied into plain structs, then printed.
  */
 #include "status.h"
 
 #include "accounts.h"
+#include "adminclient.h"
 #include "config.h"
-#include "http1.h"
-#include "jscan.h"
 #include "timefmt.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
-#include <netdb.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
-#define TIMEOUT_MS 3000               /* connect, and each send / receive */
-#define TOTAL_MS 10000                /* the whole exchange */
 #define MAX_RESPONSE (64u << 20)
-#define MAX_HEAD (64u << 10)
 #define NAME_CAP 128
 #define TIME_CAP 48
 
@@ -86,251 +77,17 @@ static int parse_args(int argc, char **argv, status_opts *o)
     return -1;
 }
 
-/* ---- a small blocking HTTP/1.1 client ---- */
-
-static int fail_why(char *why, size_t cap, const char *msg)
-{
-    snprintf(why, cap, "%s", msg);
-    return -1;
-}
-
-/* Connects fd to ai within TIMEOUT_MS and sets the send/receive timeouts; 0 or an errno. */
-static int connect_within(int fd, const struct addrinfo *ai)
-{
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return errno;
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-        if (errno != EINPROGRESS) return errno;
-        struct pollfd p = {fd, POLLOUT, 0};
-        int r;
-        do r = poll(&p, 1, TIMEOUT_MS);
-        while (r < 0 && errno == EINTR);
-        if (r <= 0) return r == 0 ? ETIMEDOUT : errno;
-        int err = 0;
-        socklen_t len = sizeof err;
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return errno;
-        if (err) return err;
-    }
-    if (fcntl(fd, F_SETFL, fl) < 0) return errno;
-    struct timeval tv = {TIMEOUT_MS / 1000, (TIMEOUT_MS % 1000) * 1000};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    return 0;
-}
-
-/* An open connection to host:port, or -1 with the reason in why. */
-static int dial(const char *host, int port, char *why, size_t cap)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-    struct addrinfo *res = NULL;
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", port);
-    int g = getaddrinfo(host, ps, &hints, &res);
-    if (g) return fail_why(why, cap, gai_strerror(g));
-    int fd = -1, err = EADDRNOTAVAIL;
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) {
-            err = errno;
-            continue;
-        }
-        err = connect_within(fd, ai);
-        if (err) close(fd), fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) fail_why(why, cap, err == ETIMEDOUT ? "no connection within 3 s" : strerror(err));
-    return fd;
-}
-
-static int send_all(int fd, const char *p, size_t n, char *why, size_t cap)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return fail_why(why, cap, errno == EAGAIN || errno == EWOULDBLOCK ? "sending timed out" : strerror(errno));
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Whether b holds the whole response whose head (head bytes) m describes.  Chunked and
- * until-close bodies end with the connection (the request says Connection: close). */
-static bool response_complete(const qg_buf *b, const qg_http_msg *m, int head)
-{
-    qg_body_kind k = qg_http_response_body_kind(m, false);
-    if (k == QG_BODY_NONE) return true;
-    return k == QG_BODY_LENGTH && b->len - (size_t)head >= (size_t)m->content_length;
-}
-
-/* Reads one response into b; returns its head length, or -1 with the reason in why. */
-static int read_response(int fd, qg_buf *b, qg_http_msg *m, char *why, size_t cap)
-{
-    int64_t deadline = qg_mono_ms() + TOTAL_MS;
-    int head = 0;
-    for (;;) {
-        if (qg_buf_try_reserve(b, 16384) < 0) return fail_why(why, cap, "the answer is larger than 64 MiB");
-        ssize_t r = recv(fd, b->data + b->len, b->cap - b->len, 0);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return fail_why(why, cap, errno == EAGAIN || errno == EWOULDBLOCK ? "no answer within 3 s" : strerror(errno));
-        b->len += (size_t)r;
-        head = qg_http_parse_response(b->data, b->len, MAX_HEAD, m);
-        if (head < 0) return fail_why(why, cap, "the answer is not HTTP/1.1");
-        if (r == 0 || (head > 0 && response_complete(b, m, head))) break;
-        if (qg_mono_ms() > deadline) return fail_why(why, cap, "the answer took longer than 10 s");
-    }
-    return head > 0 ? head : fail_why(why, cap, "the connection closed before an answer");
-}
-
-/* Leaves only the response body in b (chunked framing decoded); -1 if it was cut short. */
-static int take_body(qg_buf *b, qg_body_kind kind, int64_t content_length, size_t head, char *why, size_t cap)
-{
-    qg_buf_consume(b, head);
-    if (kind == QG_BODY_NONE) b->len = 0;
-    if (kind == QG_BODY_LENGTH) {
-        if (b->len < (size_t)content_length) return fail_why(why, cap, "the answer's body was cut short");
-        b->len = (size_t)content_length;
-    }
-    if (kind == QG_BODY_CHUNKED) {
-        qg_chunked ch;
-        qg_chunked_init(&ch);
-        size_t data_len = 0, rest = 0;
-        if (qg_chunked_decode(&ch, b->data, b->len, &data_len, &rest) != QG_CHUNKED_DONE)
-            return fail_why(why, cap, "the answer's chunked body is cut short or malformed");
-        b->len = data_len;
-    }
-    return 0;
-}
-
-/* GET path from host:port (where = "host:port" for the Host header).  On success *status is
- * the HTTP status and body holds the body; -1 if no connection was made, -2 if the
- * exchange failed after it (why set either way). */
-static int http_get(const char *host, int port, const char *where, const char *path, const char *token,
-                    qg_buf *body, int *status, char *why, size_t cap)
-{
-    int fd = dial(host, port, why, cap);
-    if (fd < 0) return -1;
-    qg_buf req;
-    qg_buf_init(&req, 0);
-    qg_buf_appendf(&req, "GET %s HTTP/1.1\r\nHost: %s\r\n", path, where);
-    if (token && *token) qg_buf_appendf(&req, "Authorization: Bearer %s\r\n", token);
-    qg_buf_puts(&req, "Accept: application/json\r\nUser-Agent: quotagate-status\r\nConnection: close\r\n\r\n");
-    qg_http_msg m;
-    int head = send_all(fd, req.data, req.len, why, cap) < 0 ? -1 : read_response(fd, body, &m, why, cap);
-    qg_buf_free(&req);
-    close(fd);
-    if (head < 0) return -2;
-    *status = m.status;
-    qg_body_kind kind = qg_http_response_body_kind(&m, false);
-    return take_body(body, kind, m.content_length, (size_t)head, why, cap) < 0 ? -2 : 0;
-}
-
-/* ---- reading the JSON: spans from jscan, plus an array walker ---- */
-
-typedef struct {
-    qg_json_type type;  /* NONE: absent */
-    const char *p;
-    size_t n;
-} jval;
-
-/* Fills out[i] with the top-level member names[i] of object v (which jscan validates whole). */
-static int jobject(jval v, const char *const *names, size_t n, jval *out, const char **why)
-{
-    qg_json_span sp[16];
-    const char *w = "not a JSON object";
-    if (v.type != QG_JSON_OBJECT || n > QG_ARRAY_LEN(sp) || qg_jscan_object(v.p, v.n, names, n, sp, NULL, &w) < 0) {
-        if (why) *why = w;
-        return -1;
-    }
-    for (size_t i = 0; i < n; i++) out[i] = (jval){sp[i].type, v.p + sp[i].off, sp[i].len};
-    return 0;
-}
-
-static bool json_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-
-static qg_json_type type_at(char c)
-{
-    switch (c) {
-    case '{': return QG_JSON_OBJECT;
-    case '[': return QG_JSON_ARRAY;
-    case '"': return QG_JSON_STRING;
-    case 't': return QG_JSON_TRUE;
-    case 'f': return QG_JSON_FALSE;
-    case 'n': return QG_JSON_NULL;
-    default: return QG_JSON_NUMBER;
-    }
-}
-
-/* The end of the value that starts at p[i].  The text is valid JSON (jscan checked the
- * document), so this only has to find the end: strings (skipping escaped characters),
- * nested containers by depth, scalars up to the next delimiter. */
-static size_t value_end(const char *p, size_t n, size_t i)
-{
-    int depth = 0;
-    bool in_string = false;
-    for (; i < n; i++) {
-        char c = p[i];
-        if (in_string) {
-            if (c == '\\') {
-                i++; /* the escaped character, which may be a quote */
-            } else if (c == '"') {
-                in_string = false;
-                if (depth == 0) return i + 1;
-            }
-        } else if (c == '"') {
-            in_string = true;
-        } else if (c == '{' || c == '[') {
-            depth++;
-        } else if (c == '}' || c == ']') {
-            if (depth == 0) return i; /* a scalar that ends the array */
-            if (--depth == 0) return i + 1;
-        } else if (depth == 0 && (c == ',' || json_ws(c))) {
-            return i;
-        }
-    }
-    return n;
-}
-
-/* The next element of array v after offset *pos (0 to start); false after the last. */
-static bool jarray_next(jval v, size_t *pos, jval *el)
-{
-    if (v.type != QG_JSON_ARRAY) return false;
-    size_t i = *pos ? *pos : 1;
-    while (i < v.n && json_ws(v.p[i])) i++;
-    if (i < v.n && v.p[i] == ',') i++;
-    while (i < v.n && json_ws(v.p[i])) i++;
-    if (i >= v.n || v.p[i] == ']') return false;
-    size_t end = value_end(v.p, v.n, i);
-    *el = (jval){type_at(v.p[i]), v.p + i, end - i};
-    *pos = end;
-    return true;
-}
-
-/* A string member into out: "-" when null or absent, "?" when it does not decode or fit. */
-static void jstr(jval v, char *out, size_t cap)
-{
-    qg_json_span s = {v.type, 0, v.n};
-    if (v.type != QG_JSON_STRING) qg_strlcpy(out, "-", cap);
-    else if (qg_json_string_value(v.p, s, out, cap) < 0) qg_strlcpy(out, "?", cap);
-}
-
-/* An integer member; -1 when null, absent or not an integer (amounts are never negative). */
-static int64_t jint(jval v)
-{
-    int64_t x;
-    qg_json_span s = {v.type, 0, v.n};
-    return qg_json_int_value(v.p, s, &x) == 0 ? x : -1;
-}
+/* ---- reading the JSON (adminclient.h), two more member kinds ---- */
 
 /* A time member (epoch ms); 0 when null or absent. */
-static int64_t jtime(jval v)
+static int64_t jtime(qg_jval v)
 {
-    int64_t x = jint(v);
+    int64_t x = qg_jval_int(v);
     return x > 0 ? x : 0;
 }
 
 /* A real member; -1 when null or absent. */
-static double jreal(jval v)
+static double jreal(qg_jval v)
 {
     char tmp[64];
     if (v.type != QG_JSON_NUMBER || v.n >= sizeof tmp) return -1;
@@ -367,18 +124,18 @@ enum { B_NAME, B_KIND, B_UNIT, B_LIMIT, B_USED, B_REMAINING, B_RATIO, B_RESET, B
 static const char *const bucket_members[B_N] = {"name",  "kind",     "unit",          "limit", "used",  "remaining",
                                                 "ratio", "reset_ms", "expires_at_ms", "alert", "source"};
 
-static int parse_bucket(jval v, st_bucket *b)
+static int parse_bucket(qg_jval v, st_bucket *b)
 {
-    jval m[B_N];
-    if (jobject(v, bucket_members, B_N, m, NULL) < 0) return -1;
-    jstr(m[B_NAME], b->name, sizeof b->name);
-    jstr(m[B_KIND], b->kind, sizeof b->kind);
-    jstr(m[B_UNIT], b->unit, sizeof b->unit);
-    jstr(m[B_ALERT], b->alert, sizeof b->alert);
-    jstr(m[B_SOURCE], b->source, sizeof b->source);
-    b->limit = jint(m[B_LIMIT]);
-    b->used = jint(m[B_USED]);
-    b->remaining = jint(m[B_REMAINING]);
+    qg_jval m[B_N];
+    if (qg_jval_members(v, bucket_members, B_N, m, NULL) < 0) return -1;
+    qg_jval_str(m[B_NAME], b->name, sizeof b->name);
+    qg_jval_str(m[B_KIND], b->kind, sizeof b->kind);
+    qg_jval_str(m[B_UNIT], b->unit, sizeof b->unit);
+    qg_jval_str(m[B_ALERT], b->alert, sizeof b->alert);
+    qg_jval_str(m[B_SOURCE], b->source, sizeof b->source);
+    b->limit = qg_jval_int(m[B_LIMIT]);
+    b->used = qg_jval_int(m[B_USED]);
+    b->remaining = qg_jval_int(m[B_REMAINING]);
     b->ratio = jreal(m[B_RATIO]);
     b->reset_ms = jtime(m[B_RESET]);
     b->expires_ms = jtime(m[B_EXPIRES]);
@@ -390,21 +147,21 @@ static const char *const account_members[A_N] = {"name",      "provider",  "stat
                                                  "until_ms",  "usable",    "blocked_by",
                                                  "trial_due", "consecutive_failures", "last_error", "buckets"};
 
-static int parse_account(jval v, st_account *a)
+static int parse_account(qg_jval v, st_account *a)
 {
-    jval m[A_N], el;
-    if (jobject(v, account_members, A_N, m, NULL) < 0) return -1;
-    jstr(m[A_NAME], a->name, sizeof a->name);
-    jstr(m[A_PROVIDER], a->provider, sizeof a->provider);
-    jstr(m[A_STATE], a->state, sizeof a->state);
-    jstr(m[A_BLOCKED], a->blocked_by, sizeof a->blocked_by);
-    jstr(m[A_ERROR], a->last_error, sizeof a->last_error);
+    qg_jval m[A_N], el;
+    if (qg_jval_members(v, account_members, A_N, m, NULL) < 0) return -1;
+    qg_jval_str(m[A_NAME], a->name, sizeof a->name);
+    qg_jval_str(m[A_PROVIDER], a->provider, sizeof a->provider);
+    qg_jval_str(m[A_STATE], a->state, sizeof a->state);
+    qg_jval_str(m[A_BLOCKED], a->blocked_by, sizeof a->blocked_by);
+    qg_jval_str(m[A_ERROR], a->last_error, sizeof a->last_error);
     a->until_ms = jtime(m[A_UNTIL]);
     a->usable = m[A_USABLE].type == QG_JSON_TRUE;
     a->trial_due = m[A_TRIAL].type == QG_JSON_TRUE;
-    a->fails = jint(m[A_FAILS]);
+    a->fails = qg_jval_int(m[A_FAILS]);
     size_t pos = 0, cap = 0;
-    while (jarray_next(m[A_BUCKETS], &pos, &el)) {
+    while (qg_jval_next(m[A_BUCKETS], &pos, &el)) {
         if (a->n_b == cap) a->b = qg_xrealloc(a->b, (cap = cap ? 2 * cap : 4) * sizeof *a->b);
         if (parse_bucket(el, &a->b[a->n_b]) < 0) return -1;
         a->n_b++;
@@ -422,16 +179,16 @@ static void free_table(st_table *t)
 static int parse_table(const char *text, size_t n, st_table *t, const char **why)
 {
     static const char *const top[] = {"data", "now_ms"};
-    jval m[2], el;
+    qg_jval m[2], el;
     memset(t, 0, sizeof *t);
-    if (jobject((jval){QG_JSON_OBJECT, text, n}, top, 2, m, why) < 0) return -1;
+    if (qg_jval_members((qg_jval){QG_JSON_OBJECT, text, n}, top, 2, m, why) < 0) return -1;
     if (m[0].type != QG_JSON_ARRAY) {
         *why = "no \"data\" array";
         return -1;
     }
     t->now_ms = jtime(m[1]) ? jtime(m[1]) : qg_now_ms();
     size_t pos = 0, cap = 0;
-    while (jarray_next(m[0], &pos, &el)) {
+    while (qg_jval_next(m[0], &pos, &el)) {
         if (t->n == cap) t->a = qg_xrealloc(t->a, (cap = cap ? 2 * cap : 8) * sizeof *t->a);
         memset(&t->a[t->n], 0, sizeof t->a[t->n]);
         t->n++;
@@ -450,20 +207,6 @@ static const char *fmt_time(int64_t ms, char *out)
 {
     if (qg_format_rfc3339(ms, out, TIME_CAP) <= 0) qg_strlcpy(out, "?", TIME_CAP);
     return out;
-}
-
-/* "in 4h59m", "in 3d2h", "in 45s", "in <1s", "12m3s ago": the two largest units, rounded down. */
-static void fmt_relative(int64_t t, int64_t now, char *out, size_t cap)
-{
-    int64_t d = (t > now ? t - now : now - t) / 1000;
-    const char *pre = t > now ? "in " : "", *post = t > now ? "" : " ago";
-    long long days = d / 86400, h = d / 3600 % 24, m = d / 60 % 60, s = d % 60;
-    if (t == now) snprintf(out, cap, "now");
-    else if (d == 0) snprintf(out, cap, "%s<1s%s", pre, post);
-    else if (days) snprintf(out, cap, "%s%lldd%lldh%s", pre, days, h, post);
-    else if (h) snprintf(out, cap, "%s%lldh%lldm%s", pre, h, m, post);
-    else if (m) snprintf(out, cap, "%s%lldm%llds%s", pre, m, s, post);
-    else snprintf(out, cap, "%s%llds%s", pre, s, post);
 }
 
 /* An amount in its unit's display form: USD amounts arrive in micro-USD and percent
@@ -512,7 +255,7 @@ static void bucket_cells(const st_bucket *b, int64_t now, row_cells c)
     int64_t when = b->reset_ms ? b->reset_ms : b->expires_ms;
     char rel[40], at[TIME_CAP];
     if (when) {
-        fmt_relative(when, now, rel, sizeof rel);
+        qg_admin_fmt_relative(when, now, rel, sizeof rel);
         snprintf(c[C_RESET], NAME_CAP, "%s%s", b->reset_ms ? "" : "expires ", rel);
         snprintf(c[C_AT], NAME_CAP, "%s", fmt_time(when, at));
     } else {
@@ -565,7 +308,7 @@ static void account_when(const st_account *a, int64_t now, char *out, size_t cap
     if (a->usable) snprintf(out, cap, "usable");
     else if (!a->until_ms) snprintf(out, cap, "not usable");
     else {
-        fmt_relative(a->until_ms, now, rel, sizeof rel);
+        qg_admin_fmt_relative(a->until_ms, now, rel, sizeof rel);
         snprintf(out, cap, "until %s (%s)", fmt_time(a->until_ms, at), rel);
     }
 }
@@ -690,24 +433,6 @@ static void render(FILE *f, const st_table *t, const char *source)
 
 /* ---- the two sources ---- */
 
-/* The address to connect to for a listen address: a wildcard means this host. */
-static const char *dial_host(const char *h)
-{
-    if (!h || !*h || !strcmp(h, "0.0.0.0")) return "127.0.0.1";
-    return strcmp(h, "::") ? h : "::1";
-}
-
-/* The "message" of an OpenAI-style error body, or "" */
-static void error_message(const qg_buf *body, char *out, size_t cap)
-{
-    static const char *const e[] = {"error"}, *const msg[] = {"message"};
-    jval m, s;
-    out[0] = 0;
-    if (jobject((jval){QG_JSON_OBJECT, body->data ? body->data : "", body->len}, e, 1, &m, NULL) == 0 &&
-        jobject(m, msg, 1, &s, NULL) == 0 && s.type == QG_JSON_STRING)
-        jstr(s, out, cap);
-}
-
 /* Explains a refused or failed admin request; returns the exit code. */
 static int admin_refused(const qg_config *cfg, const char *where, int status, const qg_buf *body)
 {
@@ -722,7 +447,7 @@ static int admin_refused(const qg_config *cfg, const char *where, int status, co
         fprintf(stderr, "quotagate status: the admin API of the gateway at %s is disabled (HTTP 403): "
                         "its config sets no admin_token; set one, or read the store with --db\n", where);
     else {
-        error_message(body, msg, sizeof msg);
+        qg_admin_error_of(body, NULL, 0, msg, sizeof msg);
         fprintf(stderr, "quotagate status: the gateway at %s answered GET /admin/accounts with HTTP %d%s%s\n", where,
                 status, *msg ? ": " : "", msg);
     }
@@ -731,14 +456,12 @@ static int admin_refused(const qg_config *cfg, const char *where, int status, co
 
 static int from_gateway(const qg_config *cfg, qg_buf *json, char *label, size_t cap)
 {
-    const char *host = dial_host(cfg->listen_host);
-    bool v6 = strchr(host, ':') != NULL;
-    char where[300], why[256];
-    snprintf(where, sizeof where, "%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "", cfg->listen_port);
+    qg_admin_peer peer;
+    qg_admin_peer_of(cfg, &peer);
+    const char *where = peer.where;
+    char why[256];
     int status = 0;
-    int rc = cfg->listen_port > 0 ? http_get(host, cfg->listen_port, where, "/admin/accounts", cfg->admin_token, json,
-                                             &status, why, sizeof why)
-                                  : fail_why(why, sizeof why, "the config listens on port 0, chosen at start-up");
+    int rc = qg_admin_request(&peer, "GET", "/admin/accounts", "quotagate-status", json, &status, why, sizeof why);
     if (rc == -1)
         fprintf(stderr, "quotagate status: cannot reach the gateway at %s (%s); start it, or read the store with --db\n",
                 where, why);

@@ -911,3 +911,250 @@ def test_keys_cut_stream_charged_what_it_consumed(env):
         eq(limit - used - estimate(probe, 2) - rem, charged, "%s: the key's counter grew by exactly the row's charge" % dialect)
         used += charged + actual
     eq(store_window_used(env, "cut"), ledger_tokens(env, "cut")[1], "key_window = the ledger's sum")
+
+
+# ---------------------------------------------------------------- 11. manual reset (admin API and CLI)
+
+import subprocess  # noqa: E402
+
+from harness import ADMIN, free_port  # noqa: E402
+
+ADMIN_HDRS = {"Authorization": "Bearer " + ADMIN}
+
+
+def admin(env, method, path, headers=ADMIN_HDRS):
+    return request(env.port, method, path, b"" if method == "POST" else None, headers)
+
+
+def admin_key(env, name):
+    r = admin(env, "GET", "/admin/keys/" + name)
+    eq(r.status, 200, "GET /admin/keys/%s (%r)" % (name, r.body[:200]))
+    return jbody(r)
+
+
+def store_paused(env, key):
+    con = sqlite3.connect(env.db)
+    try:
+        return con.execute("select count(*) from key_pause where key_name = ?", (key,)).fetchone()[0]
+    finally:
+        con.close()
+
+
+@keys_test
+def test_keys_manual_reset_resumes_and_survives_restart(env):
+    """A key with {60m, 2 requests, on_exhausted: disable, auto_resume: false}: two requests,
+    then 429 with the manual-reset message (no Retry-After) and no upstream call.  POST
+    /admin/keys/{name}/reset answers the key with its window zeroed and no pause; the next
+    request is served and x-quota-60m-remaining shows the fresh window (2 - itself = 1).
+    The store was updated too: key_window holds that one request, key_pause nothing, and
+    after a SIGTERM restart the key shows used 1 (not the old 2 + 1) and active, serves one
+    more request (remaining 0) and only then is paused again."""
+    env.sim = env.start_sim()
+    end = whole_s(now_ms()) + 30 * MIN  # the window ends at its (future) anchor: no rollover in the test
+    gateway(env, prov("p11", env.sim, "m11", "k11-up"),
+            key_entry("mreset", "mreset-key-01", [policy("60m", 2, "requests", on_exhausted="disable",
+                                                          auto_resume=False, anchor=rfc3339(end))]))
+    K = "mreset-key-01"
+    for i in range(2):
+        eq(post(env, K, "/v1/chat/completions", body("m11", max_tokens=2)).status, 200, "request %d of 2" % (i + 1))
+    r = post(env, K, "/v1/chat/completions", body("m11", max_tokens=2))
+    msg, _ = check_key_429(r, "openai", "key_policy_exhausted", "exhausted: paused until a manual reset")
+    assert "manual reset" in msg, "the message says a manual reset is needed: %r" % msg
+    eq(retry_after(r), None, "no Retry-After for a manual pause")
+    eq(sim_req(env, "k11-up"), 2, "no upstream call while paused")
+    k = admin_key(env, "mreset")
+    eq((k["status"], k["paused"]["manual_reset"], k["paused"]["policy"]), ("paused", True, "60m"), "paused in the admin view")
+    settled(env)
+    eq(store_paused(env, "mreset"), 1, "the pause is in the store before the reset")
+
+    r = admin(env, "POST", "/admin/keys/mreset/reset")
+    eq(r.status, 200, "POST reset (%r)" % r.body[:200])
+    k = jbody(r)
+    eq((k["id"], k["name"], k["status"], k["paused"]), ("mreset", "mreset", "active", None), "the key after the reset")
+    p = k["policies"][0]
+    eq((p["used"], p["remaining"], p["exhausted"], p["reset"]), (0, 2, False, rfc3339(end)), "its window zeroed")
+
+    r = post(env, K, "/v1/chat/completions", body("m11", max_tokens=2))
+    eq(r.status, 200, "served after the reset (%r)" % r.body[:200])
+    eq(int(r.headers["x-quota-60m-remaining"]), 1, "x-quota-60m-remaining: the fresh window less this request")
+    eq(r.headers.get("x-quota-60m-reset"), rfc3339(end), "the same window (not a rollover)")
+    eq(sim_req(env, "k11-up"), 3, "the request reached the provider")
+    settled(env)
+    eq(store_window_used(env, "mreset"), 1, "key_window: zeroed by the reset, then the one request")
+    eq(store_paused(env, "mreset"), 0, "key_pause: the reset deleted the pause")
+
+    restart(env)
+    k = admin_key(env, "mreset")
+    eq((k["status"], k["policies"][0]["used"]), ("active", 1), "after a SIGTERM restart: the reset is kept")
+    r = post(env, K, "/v1/chat/completions", body("m11", max_tokens=2))
+    eq(r.status, 200, "after the restart: one more request fits (%r)" % r.body[:200])
+    eq(int(r.headers["x-quota-60m-remaining"]), 0, "after the restart: remaining counts the post-reset request")
+    r = post(env, K, "/v1/chat/completions", body("m11", max_tokens=2))
+    msg, _ = check_key_429(r, "openai", "key_policy_exhausted", "exhausted again after the restart")
+    assert "manual reset" in msg, msg
+    eq(sim_req(env, "k11-up"), 4, "upstream calls: 2 + 1 + 1")
+
+
+@keys_test
+def test_keys_admin_views_match_headers(env):
+    """GET /admin/keys lists every key of the config (id = name, source config, status,
+    models, total quota, policies) with used / remaining / reset agreeing with the x-quota
+    headers of the last response; GET /admin/keys/{id} is the same key.  Requests: used and
+    remaining exactly as the header said (its own reservation is its actual use).  Tokens:
+    used = the ledger's sum, and the header's remaining = limit - the earlier requests' use -
+    the last one's estimate.  401 without the token (or with a wrong one, also for a reset),
+    404 for an unknown id (GET and reset), 405 for GET on /reset (which resets nothing)."""
+    env.sim = env.start_sim()
+    end = whole_s(now_ms()) + 30 * MIN
+    models = "models:\n  - { name: m12, input_usd_per_mtok: 1000000, output_usd_per_mtok: 1000000 }\n"
+    gateway(env, prov("p12", env.sim, "m12", "k12-up"),
+            key_entry("la", "la-key-000001", [policy("60m", 10, "requests", anchor=rfc3339(end))]) +
+            key_entry("lb", "lb-key-000001", [policy("daily", 1000000, "tokens")], total=500), models=models)
+    last = {}
+    for secret, name, n in (("la-key-000001", "la", 3), ("lb-key-000001", "lb", 2)):
+        for _ in range(n):
+            data = body("m12", max_tokens=3)
+            r = post(env, secret, "/v1/chat/completions", data)
+            eq(r.status, 200, "%s: a request (%r)" % (name, r.body[:200]))
+            last[name] = (r, data)
+    settled(env)
+    r = admin(env, "GET", "/admin/keys")
+    eq(r.status, 200, "GET /admin/keys")
+    j = jbody(r)
+    eq(j.get("object"), "list", "a list")
+    keys = {k["id"]: k for k in j["data"]}
+    eq([k["id"] for k in j["data"]], ["e2e", "other", "la", "lb"], "every key of the config, in config order")
+    for k in j["data"]:
+        eq((k["name"], k["source"], k["status"], k["paused"]), (k["id"], "config", "active", None), k["id"] + ": basics")
+    eq(keys["other"]["models"], ["gpt-test"], "other: its models")
+    eq((keys["e2e"]["models"], keys["e2e"]["policies"], keys["e2e"]["total_quota"]), (None, [], None), "e2e: unlimited")
+
+    hr, _ = last["la"]
+    pa = keys["la"]["policies"][0]
+    eq((pa["period"], pa["unit"], pa["limit"], pa["boundary"], pa["on_exhausted"], pa["auto_resume"]),
+       ("60m", "requests", 10, "strict", "reject", True), "la: the policy as configured")
+    eq((pa["used"], pa["remaining"]), (3, int(hr.headers["x-quota-60m-remaining"])), "la: used 3, remaining = the header's")
+    eq(pa["remaining"], 7, "la: remaining")
+    eq(pa["reset"], hr.headers["x-quota-60m-reset"], "la: reset = x-quota-60m-reset")
+    eq((pa["reset_ms"], pa["anchor"], pa["anchor_ms"]), (end, rfc3339(end), end), "la: reset_ms and anchor")
+    eq(pa["window_start_ms"], end - HOUR, "la: the window started an hour before its end")
+
+    hr, data = last["lb"]
+    pb = keys["lb"]["policies"][0]
+    rows = key_rows(env, "lb")
+    used = sum(x["prompt_tokens"] + x["completion_tokens"] for x in rows)
+    actual_last = rows[0]["prompt_tokens"] + rows[0]["completion_tokens"]
+    eq((pb["used"], pb["remaining"]), (used, 1000000 - used), "lb: used = the ledger's tokens")
+    eq(int(hr.headers["x-quota-daily-remaining"]), 1000000 - (used - actual_last) - estimate(data, 3),
+       "lb: the last header's remaining = limit - earlier use - its own estimate")
+    eq(pb["reset"], hr.headers["x-quota-daily-reset"], "lb: reset = x-quota-daily-reset")
+    eq(keys["lb"]["total_quota"], {"limit_usd_micro": 500 * 1000000, "used_usd_micro": used * 1000000},
+       "lb: the total quota in micro-USD ($1 a token)")
+
+    for name in ("la", "lb", "e2e"):
+        eq(admin_key(env, name), keys[name], "GET /admin/keys/%s = its entry in the list" % name)
+
+    wrong = {"Authorization": "Bearer not-the-admin-token"}
+    for method, path in (("GET", "/admin/keys"), ("GET", "/admin/keys/la"), ("POST", "/admin/keys/la/reset")):
+        for h, what in (({}, "no token"), (wrong, "a wrong token")):
+            r = admin(env, method, path, h)
+            eq(r.status, 401, "%s %s with %s" % (method, path, what))
+            eq(err_code(r), "invalid_admin_token", "%s %s with %s: code" % (method, path, what))
+    for method, path in (("GET", "/admin/keys/nope"), ("POST", "/admin/keys/nope/reset")):
+        r = admin(env, method, path)
+        eq((r.status, err_code(r)), (404, "key_not_found"), "%s %s" % (method, path))
+    r = admin(env, "GET", "/admin/keys/la/reset")
+    eq(r.status, 405, "GET on /reset")
+    eq(admin_key(env, "la")["policies"][0]["used"], 3, "the GET on /reset reset nothing")
+    r = admin(env, "POST", "/admin/keys/la")
+    eq(r.status, 405, "POST on a key (only /reset takes a POST)")
+
+
+def cli(env, *args):
+    """Runs `quotagate ARGS` (the test's binary); fails on a sanitizer report."""
+    r = subprocess.run([env.bin] + list(args), capture_output=True, text=True, timeout=30)
+    for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+        assert marker not in r.stderr, "%s in `quotagate %s`:\n%s" % (marker, " ".join(args), r.stderr[-3000:])
+    return r
+
+
+@keys_test
+def test_keys_cli_list_show_reset(env):
+    """`quotagate keys list|show|reset -c CONFIG` against the test's gateway: list prints the
+    key (its name, paused, 2/2 requests); show prints every field; reset ends the pause (the
+    next request is served); --json is the admin API's JSON; `show nope` exits 1 with "no
+    key with that id"; an unreachable gateway and a refused token exit 1; create exits 2
+    with the not-available message; usage errors exit 2; `quotagate status` (the same HTTP
+    client) still works."""
+    env.sim = env.start_sim()
+    end = whole_s(now_ms()) + 30 * MIN
+    gateway(env, prov("p13", env.sim, "m13", "k13-up"),
+            key_entry("clikey", "clikey-key-01", [policy("60m", 2, "requests", on_exhausted="disable",
+                                                          auto_resume=False, anchor=rfc3339(end))]))
+    K = "clikey-key-01"
+    for _ in range(2):
+        eq(post(env, K, "/v1/chat/completions", body("m13", max_tokens=2)).status, 200, "a request")
+    check_key_429(post(env, K, "/v1/chat/completions", body("m13", max_tokens=2)), "openai", "key_policy_exhausted",
+                  "paused")
+
+    r = cli(env, "keys", "list", "-c", env.cfg)
+    eq(r.returncode, 0, "keys list exit code (stderr %r)" % r.stderr)
+    line = [x for x in r.stdout.splitlines() if x.startswith("clikey ")]
+    assert line, "keys list names the key:\n" + r.stdout
+    assert "paused" in line[0] and "2/2 requests" in line[0] and rfc3339(end) in line[0], line[0]
+    assert "until a manual reset" in r.stdout, r.stdout
+    assert re.search(r"^e2e\s+active", r.stdout, re.M), r.stdout
+
+    r = cli(env, "keys", "list", "--json", "-c", env.cfg)
+    eq(r.returncode, 0, "keys list --json")
+    eq(json.loads(r.stdout), jbody(admin(env, "GET", "/admin/keys")), "--json prints the admin API's JSON")
+
+    r = cli(env, "keys", "show", "clikey", "-c", env.cfg)
+    eq(r.returncode, 0, "keys show exit code (stderr %r)" % r.stderr)
+    for field in ("id", "name", "source", "status", "paused", "models", "total_quota", "policies", "period", "unit",
+                  "limit", "used", "remaining", "exhausted", "boundary", "on_exhausted", "auto_resume", "anchor",
+                  "window_start", "reset", "manual_reset", "until"):
+        assert re.search(r"^\s+%s\s" % field, r.stdout, re.M), "keys show prints %s:\n%s" % (field, r.stdout)
+    assert re.search(r"^\s+id\s+clikey$", r.stdout, re.M), r.stdout
+
+    r = cli(env, "keys", "reset", "clikey", "-c", env.cfg)
+    eq(r.returncode, 0, "keys reset exit code (stderr %r)" % r.stderr)
+    assert "clikey" in r.stdout and re.search(r"^\s+status\s+active$", r.stdout, re.M), r.stdout
+    assert re.search(r"^\s+used\s+0$", r.stdout, re.M), r.stdout
+    r = post(env, K, "/v1/chat/completions", body("m13", max_tokens=2))
+    eq(r.status, 200, "served after `keys reset`")
+    eq(int(r.headers["x-quota-60m-remaining"]), 1, "the fresh window")
+
+    r = cli(env, "keys", "show", "nope", "-c", env.cfg)
+    eq(r.returncode, 1, "keys show nope")
+    assert "no key with that id" in r.stderr, r.stderr
+    r = cli(env, "keys", "reset", "nope", "-c", env.cfg)
+    eq(r.returncode, 1, "keys reset nope")
+
+    text = open(env.cfg).read()
+    down = env.write_config(text.replace("listen: 127.0.0.1:%d" % env.port, "listen: 127.0.0.1:%d" % free_port()),
+                            "down.yaml")
+    r = cli(env, "keys", "list", "-c", down)
+    eq(r.returncode, 1, "keys list with no gateway listening")
+    assert "cannot reach the gateway" in r.stderr, r.stderr
+    wrong = env.write_config(text.replace("admin_token: " + ADMIN, "admin_token: not-the-token"), "wrong.yaml")
+    r = cli(env, "keys", "show", "clikey", "-c", wrong)
+    eq(r.returncode, 1, "keys show with a refused token")
+    assert "refused the admin_token" in r.stderr and "401" in r.stderr, r.stderr
+
+    for sub in ("create", "disable", "enable", "delete"):
+        r = cli(env, "keys", sub, "x", "-c", env.cfg)
+        eq(r.returncode, 2, "keys %s" % sub)
+        eq(r.stderr.strip(), "quotagate keys %s: admin-managed keys are not available in this version; "
+                             "keys come from the config (keys:)" % sub, "keys %s: the message" % sub)
+    for args in (("keys",), ("keys", "show", "-c", env.cfg), ("keys", "list", "extra", "-c", env.cfg),
+                 ("keys", "frob"), ("keys", "list", "--bogus")):
+        eq(cli(env, *args).returncode, 2, "usage error: %r" % (args,))
+    for args in (("keys", "--help"), ("keys", "list", "--help"), ("keys", "show", "--help"),
+                 ("keys", "reset", "-h"), ("keys", "create", "--help")):
+        r = cli(env, *args)
+        eq(r.returncode, 0, "%r" % (args,))
+        assert r.stdout.startswith("usage: quotagate keys"), r.stdout
+    r = cli(env, "status", "-c", env.cfg)
+    eq(r.returncode, 0, "quotagate status through the shared client (stderr %r)" % r.stderr)
+    assert "p13/a-p13" in r.stdout, r.stdout
