@@ -22,30 +22,6 @@ typedef struct {
     qg_conn *c;
 } admin_req;
 
-/* Percent-decodes a query value into a fresh string; NULL on bad escapes or NUL bytes. */
-static char *url_decode(qg_slice v)
-{
-    char *out = qg_xmalloc(v.n + 1);
-    size_t o = 0;
-    for (size_t i = 0; i < v.n; i++) {
-        char ch = v.p[i];
-        if (ch == '+') ch = ' ';
-        else if (ch == '%') {
-            if (i + 2 >= v.n) goto bad;
-            int hi = qg_hex_digit(v.p[i + 1]), lo = qg_hex_digit(v.p[i + 2]);
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) goto bad;
-            ch = (char)(hi * 16 + lo);
-            i += 2;
-        }
-        out[o++] = ch;
-    }
-    out[o] = 0;
-    return out;
-bad:
-    free(out);
-    return NULL;
-}
-
 /* A time filter: RFC 3339 or epoch milliseconds. */
 static int parse_time(const char *s, int64_t *ms)
 {
@@ -70,7 +46,7 @@ static int parse_usage_query(qg_slice qs, qg_usage_query *q, const char **bad)
         const char *eq = memchr(pair.p, '=', pair.n);
         if (!eq) continue;
         qg_slice name = {pair.p, (size_t)(eq - pair.p)};
-        char *val = url_decode((qg_slice){eq + 1, pair.n - name.n - 1});
+        char *val = qg_url_decode((qg_slice){eq + 1, pair.n - name.n - 1}, true);
         if (!val) {
             *bad = "bad percent-encoding in the query";
             return -1;
@@ -218,7 +194,7 @@ static int account_action_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m
         return QG_HEAD_ANSWERED;
     }
     qg_slice name = {rest.p, (size_t)(slash - rest.p)};
-    char *decoded = url_decode(name);
+    char *decoded = qg_url_decode(name, false);
     bool ambiguous = false;
     qg_qacct *a = decoded ? qg_accounts_find(&w->gw->accounts, qg_slice_of(decoded), &ambiguous) : NULL;
     free(decoded);

@@ -33,6 +33,30 @@ const qg_api_route *qg_api_find(const qg_api *api, qg_slice path)
     return NULL;
 }
 
+/* Percent-decodes a query value into a fresh string; NULL on bad escapes or NUL bytes. */
+char *qg_url_decode(qg_slice v, bool plus_is_space)
+{
+    char *out = qg_xmalloc(v.n + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < v.n; i++) {
+        char ch = v.p[i];
+        if (ch == '+' && plus_is_space) ch = ' ';
+        else if (ch == '%') {
+            if (i + 2 >= v.n) goto bad;
+            int hi = qg_hex_digit(v.p[i + 1]), lo = qg_hex_digit(v.p[i + 2]);
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) goto bad;
+            ch = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        out[o++] = ch;
+    }
+    out[o] = 0;
+    return out;
+bad:
+    free(out);
+    return NULL;
+}
+
 void qg_respond_json(qg_conn *c, int status, const char *json, size_t len)
 {
     static const char ct[] = "Content-Type: application/json\r\n";

@@ -57,6 +57,9 @@ qg_slice qg_api_path(qg_slice target);
 void qg_proxy_register(qg_api *api);
 void qg_admin_register(qg_api *api);
 void qg_keyadmin_register(qg_api *api);
+/* Percent-decodes into a fresh string ('+' is a space in query strings only); NULL on bad
+ * escapes or NUL bytes. */
+char *qg_url_decode(qg_slice v, bool plus_is_space);
 /* The admin token check shared by the operator endpoints: answers 401/403 itself. */
 bool qg_admin_authorized(qg_worker *w, qg_conn *c, const qg_http_msg *m);
 

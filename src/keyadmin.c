@@ -136,7 +136,9 @@ static int key_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const qg_
         qg_respond_error(c, QG_DIALECT_OPENAI, 405, "method_not_allowed", is_reset ? "use POST for a reset" : "use GET", 0);
         return QG_HEAD_ANSWERED;
     }
-    int i = key_index(w->gw->cfg, id);
+    char *decoded = qg_url_decode(id, false); /* ids are names: any byte but space and '/' */
+    int i = decoded ? key_index(w->gw->cfg, qg_slice_of(decoded)) : -1;
+    free(decoded);
     if (i < 0) {
         qg_respond_error(c, QG_DIALECT_OPENAI, 404, "key_not_found", "no key with that id", 0);
         return QG_HEAD_ANSWERED;

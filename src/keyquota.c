@@ -174,6 +174,7 @@ qg_kq_verdict qg_keyq_reserve(qg_keyq *k, const qg_qamount *est, int64_t now, qg
         r->index[i] = w.index;
         r->end_ms[i] = w.end_ms;
     }
+    r->resets = atomic_load_explicit(&k->resets, memory_order_relaxed);
     r->active = true;
     return QG_KQ_OK;
 }
@@ -183,9 +184,10 @@ bool qg_keyq_settle(qg_keyq *k, qg_kq_resv *r, const qg_qamount *actual, int64_t
     if (!r->active) return false;
     r->active = false;
     bool spent = false;
+    bool wiped = atomic_load_explicit(&k->resets, memory_order_relaxed) != r->resets; /* its estimate is gone */
     for (int i = 0; i < k->n_p; i++) {
         int64_t a = actual ? qg_keyq_amount(&k->p[i].cfg, actual) : 0;
-        int64_t c = adjust(&k->p[i], r->index[i], a - r->est[i]);
+        int64_t c = adjust(&k->p[i], r->index[i], a - (wiped ? 0 : r->est[i]));
         if (c < 0 || c < k->p[i].limit || !a) continue;
         spent = true;
         qg_window w;
@@ -211,6 +213,7 @@ void qg_keyq_reset(qg_keyq *k, int64_t now)
         atomic_store_explicit(slot_of(&k->p[i], w.index), pack(w.index, 0), memory_order_relaxed);
     }
     atomic_store_explicit(&k->pause, 0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&k->resets, 1, memory_order_relaxed);
 }
 
 int qg_keyq_status(const qg_keyq *ck, int i, int64_t now, qg_kq_status *out)

@@ -54,6 +54,8 @@ typedef struct qg_keyq {
      * exhaustion wins (a second cannot overwrite the record), and the key's own status is
      * never touched. */
     _Atomic uint64_t pause;
+    _Atomic uint32_t resets;         /* manual resets so far: a reservation from before one
+                                        had its estimate wiped, so it settles its whole use */
     qg_kq_policy p[];                /* [n_p]: a key without policies costs ~32 bytes */
 } qg_keyq;
 
@@ -66,6 +68,7 @@ typedef enum {
 
 typedef struct {
     bool active;
+    uint32_t resets;                 /* the key's reset count when it was admitted */
     int64_t total;                   /* micro-USD reserved on the total quota */
     int64_t est[QG_KEY_MAX_POLICIES];
     int64_t index[QG_KEY_MAX_POLICIES]; /* the window each policy admitted it in */

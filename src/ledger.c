@@ -98,10 +98,20 @@ typedef struct {
 typedef struct {
     ledger_msg m;
     char key[64];
+    int64_t at_mono;                 /* when the reset happened (qg_mono_us) */
     int n;
     uint64_t policy[16];
     int64_t window[16];
 } key_reset_msg;
+
+/* The writer drains the workers' rings one after the other, so a row settled before a
+ * reset can reach the store after it; the writer remembers recent resets and drops such a
+ * row's key counters (the reset already wiped them in memory). */
+#define RECENT_RESETS 64
+typedef struct {
+    char key[64];
+    int64_t at_mono;
+} recent_reset;
 
 /* One distinct (minute, key, account, provider, model) of a batch, summed while the batch
  * is inserted.  The names are the first such row's (alive until the batch is committed). */
@@ -144,6 +154,8 @@ struct qg_ledger {
     sqlite3_stmt *insert, *update, *upsert, *state, *key_window, *key_total, *key_pause;
     struct key_agg *kagg;       /* writer-owned: this batch's key counters, [KEY_AGG_MAX] */
     size_t n_kagg;
+    recent_reset resets[RECENT_RESETS]; /* writer-owned ring */
+    size_t n_resets;
     minute_agg *agg;            /* writer-owned: this batch's combinations, [agg_cap] */
     size_t agg_cap, n_agg, last_agg;
     uint32_t *slots;            /* open addressing over agg (index + 1; 0 empty), [slots_cap] */
@@ -369,8 +381,18 @@ static int key_agg_add(qg_ledger *l, const char *key, uint64_t policy, int64_t w
     return 0;
 }
 
+static bool settled_before_reset(const qg_ledger *l, const qg_ledger_row *r)
+{
+    for (size_t i = 0; i < QG_MIN(l->n_resets, (size_t)RECENT_RESETS); i++)
+        if (r->key_settled_mono <= l->resets[i].at_mono && strcmp(l->resets[i].key, r->key_name) == 0) return true;
+    return false;
+}
+
 static int save_key_counters(qg_ledger *l, const qg_ledger_row *r)
 {
+    if (!r->key_state && !r->n_key_windows && !r->key_total_usd) return 0;
+    /* a reset wiped this row's windows and pause in memory already; the total it keeps */
+    if (l->n_resets && settled_before_reset(l, r)) return key_agg_add(l, r->key_name, 0, 0, r->key_total_usd);
     for (int i = 0; i < r->n_key_windows && i < 16; i++)
         if (key_agg_add(l, r->key_name, r->key_windows[i].policy, r->key_windows[i].window, r->key_windows[i].used) < 0)
             return -1;
@@ -393,6 +415,9 @@ static int run_bound(sqlite3 *db, const char *sql, const char *key, int64_t a, i
 /* Rare (an operator's action): prepared per use. */
 static int reset_key(qg_ledger *l, const key_reset_msg *m)
 {
+    recent_reset *rr = &l->resets[l->n_resets++ % RECENT_RESETS];
+    qg_strlcpy(rr->key, m->key, sizeof rr->key);
+    rr->at_mono = m->at_mono;
     if (run_bound(l->db, "DELETE FROM key_pause WHERE key_name=?1", m->key, 0, 0, 1) < 0) return -1;
     for (int i = 0; i < m->n; i++)
         if (run_bound(l->db, "UPDATE key_window SET used=0 WHERE key_name=?1 AND policy=?2 AND window=?3", m->key,
@@ -1271,6 +1296,7 @@ void qg_ledger_reset_key(qg_ledger *l, int w, const char *key, const uint64_t *p
 {
     key_reset_msg *m = qg_xcalloc(1, sizeof *m);
     m->m.kind = MSG_KEY_RESET;
+    m->at_mono = qg_mono_us();
     qg_strlcpy(m->key, key, sizeof m->key);
     m->n = QG_MIN(n, 16);
     for (int i = 0; i < m->n; i++) m->policy[i] = policies[i], m->window[i] = windows[i];

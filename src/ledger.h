@@ -71,6 +71,7 @@ typedef struct {
     } key_windows[16];
     int64_t key_total_usd;         /* micro-USD charged to the key's total quota */
     bool key_state;                /* the key has policies: save its pause as of this row */
+    int64_t key_settled_mono;      /* qg_mono_us() at settlement (orders rows against resets) */
     uint64_t key_pause_policy;     /* the pausing policy's signature, 0: not paused */
     int64_t key_pause_until;       /* 0: until a manual reset */
 } qg_ledger_row;

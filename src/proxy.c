@@ -206,6 +206,7 @@ static void exchange_free(qg_exchange *ex)
         }
         settle_usage(ex);
         settle_account(ex);
+        ex->row->key_settled_mono = qg_mono_us(); /* before the settlement: orders it against resets */
         settle_key(ex);
         if (ex->kq && ex->kq->n_p) { /* the key's pause as of this row, saved with it */
             ex->row->key_state = true;

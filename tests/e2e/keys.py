@@ -7,8 +7,8 @@ ledger agreeing with the counters, and cut streams charged what they consumed.
 "No upstream call" is always proved with the simulator's own per-account `requests` counter
 (/sim/stats).  Every test has its own simulator and gateway (solo tests in run.py's sense:
 they take (binary, sanitized)).  Windows are anchored at test time, so none rolls over
-during a test unless the test wants it to.  Manual reset (POST /admin/keys/{id}/reset) does
-not exist yet: nothing here needs it."""
+during a test unless the test wants it to.  The manual reset (POST /admin/keys/{id}/reset),
+the key views and `quotagate keys` are tested at the end of the file."""
 
 import functools
 import json
