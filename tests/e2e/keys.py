@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 
-from harness import Client, Env, eq, request, settled, sse_events, wait_row
+from harness import KEY as KEY_HARNESS, Client, Env, eq, request, settled, sse_events, wait_row
 
 KEYS_TESTS = []
 
@@ -1158,3 +1158,51 @@ def test_keys_cli_list_show_reset(env):
     r = cli(env, "status", "-c", env.cfg)
     eq(r.returncode, 0, "quotagate status through the shared client (stderr %r)" % r.stderr)
     assert "p13/a-p13" in r.stdout, r.stdout
+
+
+@keys_test
+def test_keys_reset_after_a_request_on_another_worker(env):
+    """Two workers.  The request that exhausts and pauses a key is served by worker 1, and the
+    reset comes right after on worker 0; the ledger writer drains worker 0's ring before
+    worker 1's, so before the fix the older row reached the store after the reset, put its
+    use and the pause back, and a restart brought the paused key back.  Now the store after
+    a restart shows exactly what the live view showed after the reset (3 rounds)."""
+    env.sim = env.start_sim()
+    end = whole_s(now_ms()) + 30 * MIN
+    gateway(env, prov("p12", env.sim, "m12", "k12-up"),
+            key_entry("race", "race-key-0001", [policy("60m", 2, "requests", on_exhausted="disable",
+                                                        auto_resume=False, anchor=rfc3339(end))]), workers=2)
+    data = body("m12", max_tokens=2)
+    for rnd in range(3):
+        by = {}  # one keep-alive connection per worker (the request id names the worker)
+        for _ in range(400):
+            c = Client(env.port)
+            r = c.request("POST", "/v1/chat/completions", data, hdrs(KEY_HARNESS))
+            w = r.headers["x-quotagate-request-id"].split("-")[1]
+            if w in by:
+                c.close()
+            else:
+                by[w] = c
+            if len(by) == 2:
+                break
+        assert len(by) == 2, "could not reach both workers"
+        c0, c1 = by["0"], by["1"]
+        if rnd == 0:
+            eq(c1.request("POST", "/v1/chat/completions", data, hdrs("race-key-0001")).status, 200, "first request")
+            time.sleep(0.3)  # its row is committed: only the second races the reset
+        r = c1.request("POST", "/v1/chat/completions", data, hdrs("race-key-0001"))
+        eq(r.status, 200, "round %d: the request that exhausts the key (worker 1)" % rnd)
+        r = c0.request("POST", "/admin/keys/race/reset", None, dict(ADMIN_HDRS, **{"Content-Length": "0"}))
+        eq(r.status, 200, "round %d: the reset (worker 0)" % rnd)
+        c0.close()
+        c1.close()
+        live = admin_key(env, "race")
+        settled(env)
+        restart(env)
+        stored = admin_key(env, "race")
+        eq((stored["status"], stored["policies"][0]["used"]), (live["status"], live["policies"][0]["used"]),
+           "round %d: after the restart the key is as the reset left it" % rnd)
+        eq(live["status"], "active", "round %d: the reset resumed the key" % rnd)
+        if rnd < 2:  # the next round exhausts it again from used 0: one request first
+            eq(post(env, "race-key-0001", "/v1/chat/completions", data).status, 200, "round %d: refill" % rnd)
+            time.sleep(0.3)
