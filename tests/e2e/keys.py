@@ -257,6 +257,28 @@ def restart(env, sig=signal.SIGTERM):
     env.start_gateway(env.cfg)
 
 
+def connection_per_worker(env, model, rounds=30):
+    """{"0": Client, "1": Client}: keep-alive connections whose worker is known
+    (x-quotagate-request-id: qg-<worker>-<seq>).  The workers race for each accept and one
+    may win most of a sequential series (under ASan and load, all of 300); a burst of
+    connections opened at once is accepted by both."""
+    by_worker = {}
+    for _ in range(rounds):
+        burst = [Client(env.port) for _ in range(16)]
+        for c in burst:
+            r = c.request("POST", "/v1/chat/completions", body(model, max_tokens=1), hdrs(KEY_HARNESS))
+            eq(r.status, 200, "a request of the unlimited key")
+            wk = r.headers["x-quotagate-request-id"].split("-")[1]
+            if wk in by_worker:
+                c.close()
+            else:
+                by_worker[wk] = c
+        if len(by_worker) == 2:
+            return by_worker
+        time.sleep(0.05)
+    raise AssertionError("could not get a connection on each worker: %r" % sorted(by_worker))
+
+
 def check_key_429(r, dialect, code, what):
     """429 in the endpoint's dialect (SPEC §3) with `code`; returns (message, body)."""
     eq(r.status, 429, what + ": status (body %r)" % r.body[:300])
@@ -625,20 +647,7 @@ def test_keys_manual_pause_survives_restart(env):
     pol = lambda n: [policy("1m", n, "requests", on_exhausted="disable", auto_resume=False, anchor=rfc3339(end))]
     gateway(env, prov("p5r", env.sim, "m5r", "k5r-up") + prov("p5x", env.sim, "m5x", "k5x-up"),
             key_entry("manr", "manr-key-0001", pol(1)) + key_entry("manx", "manx-key-0001", pol(2)), workers=2)
-    # keep-alive connections whose worker is known (x-quotagate-request-id: qg-<worker>-<seq>)
-    by_worker = {}
-    for _ in range(300):  # the workers race for each accept: one of them wins most
-        c = Client(env.port)
-        r = c.request("POST", "/v1/chat/completions", body("m5x", max_tokens=1), hdrs("e2e-key-0000000001"))
-        eq(r.status, 200, "a request of the unlimited key")
-        wk = r.headers["x-quotagate-request-id"].split("-")[1]
-        if wk in by_worker:
-            c.close()
-        else:
-            by_worker[wk] = c
-        if len(by_worker) == 2:
-            break
-    assert set(by_worker) == {"0", "1"}, "could not get a connection on each worker: %r" % sorted(by_worker)
+    by_worker = connection_per_worker(env, "m5x")
     c0, c1 = by_worker["0"], by_worker["1"]
     r = c1.request("POST", "/v1/chat/completions", body("m5x", max_tokens=2), hdrs("manx-key-0001"))
     eq((r.status, r.headers["x-quotagate-request-id"].split("-")[1]), (200, "1"), "manx: first request, on worker 1")
@@ -1174,18 +1183,7 @@ def test_keys_reset_after_a_request_on_another_worker(env):
                                                         auto_resume=False, anchor=rfc3339(end))]), workers=2)
     data = body("m12", max_tokens=2)
     for rnd in range(3):
-        by = {}  # one keep-alive connection per worker (the request id names the worker)
-        for _ in range(400):
-            c = Client(env.port)
-            r = c.request("POST", "/v1/chat/completions", data, hdrs(KEY_HARNESS))
-            w = r.headers["x-quotagate-request-id"].split("-")[1]
-            if w in by:
-                c.close()
-            else:
-                by[w] = c
-            if len(by) == 2:
-                break
-        assert len(by) == 2, "could not reach both workers"
+        by = connection_per_worker(env, "m12")
         c0, c1 = by["0"], by["1"]
         if rnd == 0:
             eq(c1.request("POST", "/v1/chat/completions", data, hdrs("race-key-0001")).status, 200, "first request")
