@@ -123,28 +123,10 @@ static int64_t after(int64_t now, int64_t delay)
 
 static int64_t floor_div(int64_t a, int64_t b) { return a / b - (a % b != 0 && (a < 0) != (b < 0)); }
 
-/* Days since 1970-01-01 of a Gregorian date (month 1..12): eras of 400 years, March-based
- * years so that the leap day is the last day of the year. */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = floor_div(y, 400);
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
 static void civil_from_days(int64_t z, int64_t *y, int *m)
 {
-    z += 719468;
-    int64_t era = floor_div(z, 146097);
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *y = yoe + era * 400 + (*m <= 2);
+    int d;
+    qg_civil_from_days(z, y, m, &d);
 }
 
 static int weekday(int64_t days) { return (int)(days + 4 - floor_div(days + 4, 7) * 7); } /* 0 = Sunday */
@@ -152,7 +134,7 @@ static int weekday(int64_t days) { return (int)(days + 4 - floor_div(days + 4, 7
 /* Day number of the nth Sunday of a month. */
 static int64_t nth_sunday(int64_t y, int m, int nth)
 {
-    int64_t first = days_from_civil(y, m, 1);
+    int64_t first = qg_days_from_civil(y, m, 1);
     return first + (7 - weekday(first)) % 7 + 7 * (nth - 1);
 }
 
@@ -172,7 +154,7 @@ static int64_t next_utc_month(int64_t now)
     int64_t y;
     int m;
     civil_from_days(floor_div(now, DAY_MS), &y, &m);
-    return days_from_civil(m == 12 ? y + 1 : y, m == 12 ? 1 : m + 1, 1) * DAY_MS;
+    return qg_days_from_civil(m == 12 ? y + 1 : y, m == 12 ? 1 : m + 1, 1) * DAY_MS;
 }
 
 /* US rule: PDT (UTC-7) from the second Sunday of March 02:00 PST (10:00 UTC) to the first

@@ -3,6 +3,8 @@
  */
 #include "policy.h"
 
+#include "timefmt.h"
+
 #include <stdio.h>
 
 #define MINUTE_MS 60000LL
@@ -12,38 +14,6 @@
 #define MAX_DAY 2932896LL
 
 static int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
-
-static bool leap(int64_t y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
-
-int qg_days_in_month(int64_t y, int m)
-{
-    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    return m == 2 && leap(y) ? 29 : days[(m - 1) % 12];
-}
-
-/* Counts in 400-year eras starting on March 1st, so the leap day is the era-year's last day. */
-int64_t qg_days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = floor_div(y, 400);
-    int64_t yoe = y - era * 400;                                   /* [0, 399] */
-    int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1; /* [0, 365] */
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;           /* [0, 146096] */
-    return era * 146097 + doe - 719468;                            /* 1970-03-01 is day 719468 of era 0 */
-}
-
-void qg_civil_from_days(int64_t z, int64_t *y, int *m, int *d)
-{
-    z += 719468;
-    int64_t era = floor_div(z, 146097);
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
-    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *y = yoe + era * 400 + (*m <= 2);
-}
 
 static bool in_range(int64_t t) { return t >= MIN_DAY * DAY_MS && t < (MAX_DAY + 1) * DAY_MS; }
 

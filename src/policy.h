@@ -43,9 +43,5 @@ uint64_t qg_policy_signature(const qg_policy_cfg *p);
  * "weekly", "monthly", "<N>m".  Returns the length. */
 int qg_policy_label(const qg_policy_cfg *p, char *out, size_t n);
 
-/* Calendar helpers (proleptic Gregorian, UTC): days since 1970-01-01 of a civil date, and back. */
-int64_t qg_days_from_civil(int64_t y, int m, int d);
-void qg_civil_from_days(int64_t days, int64_t *y, int *m, int *d);
-int qg_days_in_month(int64_t y, int m);
 
 #endif

@@ -626,3 +626,13 @@ void qg_buf_json_time(qg_buf *b, const char *name, int64_t ms)
     if (ms > 0 && qg_format_rfc3339(ms, t, sizeof t) > 0) qg_buf_appendf(b, ",\"%s\":\"%s\",\"%s_ms\":%lld", name, t, name, (long long)ms);
     else qg_buf_appendf(b, ",\"%s\":null,\"%s_ms\":null", name, name);
 }
+
+int64_t qg_days_from_civil(int64_t y, int m, int d) { return days_from_civil(y, m, d); }
+
+void qg_civil_from_days(int64_t days, int64_t *y, int *m, int *d)
+{
+    civil c = civil_from_ms(days * MS_PER_DAY);
+    *y = c.year, *m = c.month, *d = c.day;
+}
+
+int qg_days_in_month(int64_t y, int m) { return days_in_month(y, m); }

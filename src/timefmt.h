@@ -60,6 +60,12 @@ int qg_parse_reset_as(qg_reset_format f, qg_slice v, int64_t now_ms, int64_t *ep
 int qg_format_rfc3339(int64_t epoch_ms, char *out, size_t outlen);  /* 2026-11-22T10:00:00Z */
 int qg_format_http_date(int64_t epoch_ms, char *out, size_t outlen); /* Sun, 22 Nov 2026 10:00:00 GMT */
 
+/* Calendar arithmetic (proleptic Gregorian, UTC), shared by the parsers here, policy
+ * windows and error classification: days since 1970-01-01 of a civil date, and back. */
+int64_t qg_days_from_civil(int64_t y, int m, int d);
+void qg_civil_from_days(int64_t days, int64_t *y, int *m, int *d);
+int qg_days_in_month(int64_t y, int m);
+
 /* JSON members for an instant: ,"NAME":"<RFC 3339>","NAME_ms":<ms>, or both null when ms <= 0. */
 void qg_buf_json_time(qg_buf *b, const char *name, int64_t ms);
 

@@ -2,6 +2,7 @@
 HTTP/1.1 to them with raw sockets, so tests see exactly what went over the wire (chunk
 framing, unterminated bodies, SSE events as they arrive).  Standard library only."""
 
+import functools
 import json
 import os
 import shutil
@@ -356,3 +357,28 @@ def wait_row(env, pred, what):
                 return r
         return None
     return wait_until(find, what=what)
+
+
+def solo_test(registry):
+    """A decorator that registers fn in `registry` as a solo test: a fresh Env for it alone,
+    closed (and checked for sanitizer reports and a clean SIGTERM exit) after it."""
+    def deco(fn):
+        @functools.wraps(fn)
+        def run(binary, sanitized):
+            env = Env(binary, sanitized)
+            ok = False
+            try:
+                fn(env)
+                ok = True
+            finally:
+                try:
+                    rc = env.close()
+                except AssertionError:
+                    if ok:
+                        raise
+                    rc = None  # the test's own failure is the one to show
+                if ok and rc not in (0, None):
+                    raise AssertionError("gateway exit code %r on SIGTERM\n%s" % (rc, env.gw_log()[-3000:]))
+        registry.append(("solo", run))
+        return run
+    return deco

@@ -10,7 +10,6 @@ they take (binary, sanitized)).  Windows are anchored at test time, so none roll
 during a test unless the test wants it to.  The manual reset (POST /admin/keys/{id}/reset),
 the key views and `quotagate keys` are tested at the end of the file."""
 
-import functools
 import json
 import math
 import re
@@ -20,7 +19,7 @@ import sqlite3
 import threading
 import time
 
-from harness import KEY as KEY_HARNESS, Client, Env, eq, request, settled, sse_events, wait_row
+from harness import KEY as KEY_HARNESS, Client, Env, eq, request, settled, solo_test, sse_events, wait_row
 
 KEYS_TESTS = []
 
@@ -29,26 +28,7 @@ HOUR = 3600000
 DAY = 86400000
 
 
-def keys_test(fn):
-    """A solo test with a fresh Env, closed (and checked for sanitizer reports) after it."""
-    @functools.wraps(fn)
-    def run(binary, sanitized):
-        env = Env(binary, sanitized)
-        ok = False
-        try:
-            fn(env)
-            ok = True
-        finally:
-            try:
-                rc = env.close()
-            except AssertionError:
-                if ok:
-                    raise
-                rc = None  # the test's own failure is the one to show
-            if ok and rc not in (0, None):
-                raise AssertionError("gateway exit code %r on SIGTERM\n%s" % (rc, env.gw_log()[-3000:]))
-    KEYS_TESTS.append(("solo", run))
-    return run
+keys_test = solo_test(KEYS_TESTS)
 
 
 # ---------------------------------------------------------------- helpers

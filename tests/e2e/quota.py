@@ -10,7 +10,6 @@ own simulator accounts and a one-worker gateway, so rotation order is predictabl
 are solo tests in run.py's sense: they take (binary, sanitized)."""
 
 import calendar
-import functools
 import json
 import math
 import signal
@@ -18,7 +17,7 @@ import socket
 import threading
 import time
 
-from harness import ADMIN, ANTH, AUTH, Env, chat, eq, last_row, messages, request, settled
+from harness import ADMIN, ANTH, AUTH, Env, chat, eq, last_row, messages, request, settled, solo_test
 
 QUOTA_TESTS = []
 
@@ -27,26 +26,7 @@ MIN = 60000
 HOUR = 3600000
 
 
-def quota_test(fn):
-    """A solo test with a fresh Env, closed (and checked for sanitizer reports) after it."""
-    @functools.wraps(fn)
-    def run(binary, sanitized):
-        env = Env(binary, sanitized)
-        ok = False
-        try:
-            fn(env)
-            ok = True
-        finally:
-            try:
-                rc = env.close()
-            except AssertionError:
-                if ok:
-                    raise
-                rc = None  # the test's own failure is the one to show
-            if ok and rc not in (0, None):
-                raise AssertionError("gateway exit code %r on SIGTERM\n%s" % (rc, env.gw_log()[-3000:]))
-    QUOTA_TESTS.append(("solo", run))
-    return run
+quota_test = solo_test(QUOTA_TESTS)
 
 
 # ---------------------------------------------------------------- helpers
