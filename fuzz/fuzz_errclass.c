@@ -10,7 +10,7 @@
  */
 #include "errclass.h"
 
-#include <sys/mman.h>
+#include "guarded.h"
 #include <unistd.h>
 
 #define CHECK(c)                                                                                \
@@ -22,23 +22,6 @@
 #define DAY_MS 86400000LL
 #define MAX_AHEAD_MS (400 * DAY_MS)
 #define MAX_CIVIL_MS 253402300799999LL /* 9999-12-31T23:59:59.999Z */
-#define GUARDED_MAX (256 * 1024)
-
-/* Returns a copy of data ending right before an inaccessible page (or data itself if big). */
-static const char *guarded_copy(const uint8_t *data, size_t size)
-{
-    static char *region;
-    static size_t page;
-    if (!region) {
-        page = (size_t)sysconf(_SC_PAGESIZE);
-        region = mmap(NULL, GUARDED_MAX + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (region == MAP_FAILED || mprotect(region + GUARDED_MAX, page, PROT_NONE) != 0) __builtin_trap();
-    }
-    if (size > GUARDED_MAX) return (const char *)data;
-    char *p = region + GUARDED_MAX - size;
-    if (size) memcpy(p, data, size);
-    return p;
-}
 
 static int64_t load64(const uint8_t *p)
 {

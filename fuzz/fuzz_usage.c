@@ -10,26 +10,9 @@
 #include "sse.h"
 #include "usage.h"
 
-#include <sys/mman.h>
+#include "guarded.h"
 #include <unistd.h>
 
-#define GUARDED_MAX (256 * 1024)
-
-/* Returns a copy of data ending right before an inaccessible page (or data itself if big). */
-static const char *guarded_copy(const uint8_t *data, size_t size)
-{
-    static char *region;
-    static size_t page;
-    if (!region) {
-        page = (size_t)sysconf(_SC_PAGESIZE);
-        region = mmap(NULL, GUARDED_MAX + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (region == MAP_FAILED || mprotect(region + GUARDED_MAX, page, PROT_NONE) != 0) __builtin_trap();
-    }
-    if (size > GUARDED_MAX) return (const char *)data;
-    char *p = region + GUARDED_MAX - size;
-    if (size) memcpy(p, data, size);
-    return p;
-}
 
 #define CHECK(c)                                                                                \
     do {                                                                                        \

@@ -1628,3 +1628,16 @@ const qg_model_cfg *qg_config_model(const qg_config *c, qg_slice name)
         if (c->models[i].name && qg_slice_eq(name, c->models[i].name)) return &c->models[i];
     return NULL;
 }
+
+qg_config *qg_config_load_or_report(const char *path)
+{
+    qg_config *cfg = NULL;
+    qg_buf errs;
+    qg_buf_init(&errs, 0);
+    if (qg_config_load(path, &cfg, &errs) < 0) {
+        fprintf(stderr, "%.*s", (int)errs.len, errs.data ? errs.data : "");
+        cfg = NULL;
+    }
+    qg_buf_free(&errs);
+    return cfg;
+}

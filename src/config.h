@@ -145,6 +145,8 @@ typedef struct {
 int qg_config_load(const char *path, qg_config **out, qg_buf *errs);
 int qg_config_load_string(const char *text, size_t n, const char *name, qg_config **out, qg_buf *errs);
 void qg_config_free(qg_config *c);
+/* For the commands: loads path, or prints every problem to stderr and returns NULL. */
+qg_config *qg_config_load_or_report(const char *path);
 void qg_limits_defaults(qg_limits *l);
 
 const qg_model_cfg *qg_config_model(const qg_config *c, qg_slice name);

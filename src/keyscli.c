@@ -595,19 +595,6 @@ static int ask(const char *sub, const qg_config *cfg, const char *method, const 
     return status == 200 ? 0 : refused(sub, cfg, peer.where, method, path, id, status, body);
 }
 
-static qg_config *load_config(const char *path)
-{
-    qg_config *cfg = NULL;
-    qg_buf errs;
-    qg_buf_init(&errs, 0);
-    if (qg_config_load(path, &cfg, &errs) < 0) {
-        fprintf(stderr, "%.*s", (int)errs.len, errs.data ? errs.data : "");
-        cfg = NULL;
-    }
-    qg_buf_free(&errs);
-    return cfg;
-}
-
 static int print_raw(const qg_buf *b)
 {
     fwrite(b->data ? b->data : "", 1, b->len, stdout);
@@ -683,7 +670,7 @@ int qg_keys_main(int argc, char **argv)
     keys_opts o;
     int rc = parse_args(sc, argc - 1, argv + 1, &o);
     if (rc >= 0) return rc;
-    qg_config *cfg = load_config(o.config);
+    qg_config *cfg = qg_config_load_or_report(o.config);
     if (!cfg) return 2;
     rc = run(sc, &o, cfg);
     qg_config_free(cfg);

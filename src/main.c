@@ -55,19 +55,12 @@ static int cmd_check(int argc, char **argv)
     const char *path;
     int rc = config_arg(argc, argv, "check", &path);
     if (rc >= 0) return rc;
-    qg_config *cfg = NULL;
-    qg_buf errs;
-    qg_buf_init(&errs, 0);
-    if (qg_config_load(path, &cfg, &errs) < 0) {
-        fprintf(stderr, "%.*s", (int)errs.len, errs.data ? errs.data : "");
-        qg_buf_free(&errs);
-        return 2;
-    }
+    qg_config *cfg = qg_config_load_or_report(path);
+    if (!cfg) return 2;
     size_t accounts = 0;
     for (size_t i = 0; i < cfg->n_providers; i++) accounts += cfg->providers[i].n_accounts;
     printf("%s: ok (%zu providers, %zu accounts, %zu keys)\n", path, cfg->n_providers, accounts, cfg->n_keys);
     qg_config_free(cfg);
-    qg_buf_free(&errs);
     return 0;
 }
 

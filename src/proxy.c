@@ -155,37 +155,32 @@ static void settle_usage(qg_exchange *ex)
 /* The account's side of the ledger row: what the call consumed, counted into its buckets
  * in place of the estimate.  An attempt that ended in a classified error was released
  * when it failed; one still open here was made (the provider counts it). */
-static void settle_account(qg_exchange *ex)
+static void settle_account(qg_exchange *ex, const qg_qamount *actual, int64_t now)
 {
     if (!ex->resv.a) return;
-    qg_qamount actual;
-    qg_quota_cost(ex->model, ex->row->prompt_tokens, ex->row->completion_tokens, &actual);
-    int64_t now = qg_now_ms();
     qg_qacct *q = ex->resv.a;
     /* a bucket this request used up is saved at once: a restart must know it */
-    bool spent = qg_quota_settle(&ex->resv, &actual, now);
+    bool spent = qg_quota_settle(&ex->resv, actual, now);
     qg_accounts_save(ex->w->gw->ledger, ex->w->id, q, now, spent);
 }
 
 /* The key's side: a response that reached the client is charged what it consumed (the
  * row's usage, estimated for a cut stream); anything else consumed nothing and releases
  * the whole reservation (SPEC §4.10). */
-static void settle_key(qg_exchange *ex)
+static void settle_key(qg_exchange *ex, const qg_qamount *actual, int64_t now)
 {
     if (!ex->kq || !ex->kresv.active) return;
     if (ex->relayed_status < 200 || ex->relayed_status >= 300) {
         qg_keyq_release(ex->kq, &ex->kresv);
         return;
     }
-    qg_qamount actual;
-    qg_quota_cost(ex->model, ex->row->prompt_tokens, ex->row->completion_tokens, &actual);
     qg_ledger_row *r = ex->row; /* the counters ride with the row: one transaction */
     for (int i = 0; i < ex->kq->n_p; i++)
         r->key_windows[i].policy = ex->kq->p[i].signature,
-        r->key_windows[i].window = ex->kresv.index[i], r->key_windows[i].used = qg_keyq_amount(&ex->kq->p[i].cfg, &actual);
+        r->key_windows[i].window = ex->kresv.index[i], r->key_windows[i].used = qg_keyq_amount(&ex->kq->p[i].cfg, actual);
     r->n_key_windows = ex->kq->n_p;
-    if (ex->kq->total_limit >= 0) r->key_total_usd = actual.v[QG_UNIT_USD];
-    qg_keyq_settle(ex->kq, &ex->kresv, &actual, qg_now_ms());
+    if (ex->kq->total_limit >= 0) r->key_total_usd = actual->v[QG_UNIT_USD];
+    qg_keyq_settle(ex->kq, &ex->kresv, actual, now);
 }
 
 static void exchange_free(qg_exchange *ex)
@@ -205,9 +200,13 @@ static void exchange_free(qg_exchange *ex)
             copy_field(ex->row->account, sizeof ex->row->account, ex->target->a->name);
         }
         settle_usage(ex);
-        settle_account(ex);
+        /* what the call consumed, once, for the account's buckets and the key's policies */
+        qg_qamount actual;
+        qg_quota_cost(ex->model, ex->row->prompt_tokens, ex->row->completion_tokens, &actual);
+        int64_t now = qg_now_ms();
+        settle_account(ex, &actual, now);
         ex->row->key_settled_mono = qg_mono_us(); /* before the settlement: orders it against resets */
-        settle_key(ex);
+        settle_key(ex, &actual, now);
         if (ex->kq && ex->kq->n_p) { /* the key's pause as of this row, saved with it */
             ex->row->key_state = true;
             ex->row->key_pause_policy = qg_keyq_pause_info(ex->kq, &ex->row->key_pause_until);

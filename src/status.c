@@ -497,19 +497,6 @@ static int from_store(const qg_config *cfg, const char *path, qg_buf *json, char
 
 /* ---- the command ---- */
 
-static qg_config *load_config(const char *path)
-{
-    qg_config *cfg = NULL;
-    qg_buf errs;
-    qg_buf_init(&errs, 0);
-    if (qg_config_load(path, &cfg, &errs) < 0) {
-        fprintf(stderr, "%.*s", (int)errs.len, errs.data ? errs.data : "");
-        cfg = NULL;
-    }
-    qg_buf_free(&errs);
-    return cfg;
-}
-
 static int show(const qg_buf *json, bool raw, const char *label)
 {
     if (raw) {
@@ -533,7 +520,7 @@ int qg_status_main(int argc, char **argv)
     status_opts o;
     int rc = parse_args(argc, argv, &o);
     if (rc >= 0) return rc;
-    qg_config *cfg = load_config(o.config);
+    qg_config *cfg = qg_config_load_or_report(o.config);
     if (!cfg) return 2;
     qg_buf json;
     qg_buf_init(&json, MAX_RESPONSE);
