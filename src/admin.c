@@ -9,6 +9,7 @@
  * registered into the gateway's route table (api.h) by qg_admin_register.
  */
 #include "api.h"
+#include "keys.h"
 
 #include "dialect.h"
 #include "timefmt.h"
@@ -52,7 +53,7 @@ static int parse_usage_query(qg_slice qs, qg_usage_query *q, const char **bad)
             return -1;
         }
         char **slot = NULL;
-        if (qg_slice_eq(name, "key")) slot = &q->key_name;
+        if (qg_slice_eq(name, "key")) slot = &q->key_id;
         else if (qg_slice_eq(name, "account")) slot = &q->account;
         else if (qg_slice_eq(name, "provider")) slot = &q->provider;
         else if (qg_slice_eq(name, "model")) slot = &q->model;
@@ -81,7 +82,7 @@ static int parse_usage_query(qg_slice qs, qg_usage_query *q, const char **bad)
 
 static void free_query(qg_usage_query *q)
 {
-    free(q->key_name), free(q->account), free(q->provider), free(q->model);
+    free(q->key_id), free(q->account), free(q->provider), free(q->model);
 }
 
 static void usage_result(void *ud, int status, const char *json, size_t len)

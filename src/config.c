@@ -87,6 +87,7 @@ typedef struct {
     yaml_document_t *doc;
     size_t visits, bytes;
     bool over_budget;
+    bool literal;          /* no ${ENV} expansion (admin API bodies) */
 } ld;
 
 static void vcfg_err(ld *L, bool always, int line, const char *path, const char *fmt, va_list ap)
@@ -256,6 +257,17 @@ static int expand_env(ld *L, const yaml_node_t *v, const char *path, scal *out)
 {
     const char *in = (const char *)v->data.scalar.value;
     size_t n = v->data.scalar.length;
+    if (L->literal) {
+        if (n > CFG_MAX_SCALAR) {
+            cfg_err(L, line_of(v), path, "value longer than %u bytes", CFG_MAX_SCALAR);
+            return -1;
+        }
+        out->s = qg_xmalloc(n + 1);
+        memcpy(out->s, in, n);
+        out->s[n] = 0;
+        out->n = n;
+        return 0;
+    }
     qg_buf b;
     qg_buf_init(&b, CFG_MAX_SCALAR + 1);
     for (size_t i = 0; i < n;) {
@@ -1248,14 +1260,36 @@ static int f_key_secret(ld *L, yaml_node_t *v, const char *path, void *obj)
     return why ? -1 : 0;
 }
 
-enum { KF_NAME, KF_KEY, KF_MODELS, KF_TOTAL, KF_POLICIES, KF_N };
+static const char *const key_status_names[] = {"active", "disabled"};
+
+enum { KF_NAME, KF_KEY, KF_MODELS, KF_TOTAL, KF_POLICIES, KF_STATUS, KF_EXPIRES, KF_N };
 static const field key_fields[KF_N] = {
     [KF_NAME] = {"name", F_NAME, .required = true, AT(qg_key_cfg, name)},
     [KF_KEY] = {"key", F_FN, .required = true, .fn = f_key_secret},
     [KF_MODELS] = {"models", F_STRLIST, AT(qg_key_cfg, models), .off2 = offsetof(qg_key_cfg, n_models), .min = 1},
     [KF_TOTAL] = {"total_quota", F_NUM, AT(qg_key_cfg, total_quota), .min = 0, .max = CFG_MAX_AMOUNT},
     [KF_POLICIES] = {"policies", F_FN, .fn = f_policies},
+    [KF_STATUS] = {"status", F_FLAG, AT(qg_key_cfg, disabled), NAMES(key_status_names)},
+    [KF_EXPIRES] = {"expires_at", F_TIME, AT(qg_key_cfg, expires_ms)},
 };
+
+/* The admin API's fields (no secret: the gateway makes it; the order is QG_KS_*'s). */
+static const field spec_fields[] = {
+    {"name", F_NAME, AT(qg_key_cfg, name)},
+    {"models", F_STRLIST, AT(qg_key_cfg, models), .off2 = offsetof(qg_key_cfg, n_models), .min = 1},
+    {"total_quota", F_NUM, AT(qg_key_cfg, total_quota), .min = 0, .max = CFG_MAX_AMOUNT},
+    {"expires_at", F_TIME, AT(qg_key_cfg, expires_ms)},
+    {"status", F_FLAG, AT(qg_key_cfg, disabled), NAMES(key_status_names)},
+    {"policies", F_FN, .fn = f_policies},
+};
+
+bool qg_key_name_is_id_shaped(const char *name)
+{
+    if (strncmp(name, "key_", 4) != 0 || strlen(name) != 20) return false;
+    for (int i = 4; i < 20; i++)
+        if (qg_hex_digit(name[i]) < 0) return false;
+    return true;
+}
 
 static int f_keys(ld *L, yaml_node_t *v, const char *path, void *obj)
 {
@@ -1278,6 +1312,11 @@ static int f_keys(ld *L, yaml_node_t *v, const char *path, void *obj)
         yaml_node_t *at[KF_N] = {0};
         int64_t ok = walk_map(L, it, sub, key_fields, KF_N, k, at);
         unique_name(L, &names, it, path, k->name, i, "key");
+        if (k->name && qg_key_name_is_id_shaped(k->name)) {
+            char np[CFG_PATH];
+            path_field(np, sizeof np, sub, "name", 4);
+            cfg_err(L, line_of(at[KF_NAME]), np, "has the shape of an admin key's id (key_ and 16 hex digits); choose another");
+        }
         long j = ok >= 0 && (ok & (1 << KF_KEY)) ? dupset_add(&secrets, k->hash, sizeof k->hash, i) : -1;
         if (j >= 0) {
             char kp[CFG_PATH];
@@ -1539,6 +1578,64 @@ int qg_config_load_string(const char *text, size_t n, const char *name, qg_confi
         return -1;
     }
     *out = c;
+    return 0;
+}
+
+static void free_strings(char **v, size_t n);
+
+void qg_key_spec_free(qg_key_spec *s)
+{
+    free(s->k.name);
+    free_strings(s->k.models, s->k.n_models);
+    free(s->k.policies);
+    memset(s, 0, sizeof *s);
+}
+
+/* Which of spec_fields the body's mapping names (null values included). */
+static unsigned spec_present(ld *L, const yaml_node_t *root)
+{
+    unsigned present = 0;
+    for (yaml_node_pair_t *pr = root->data.mapping.pairs.start; pr < root->data.mapping.pairs.top; pr++) {
+        yaml_node_t *k = yaml_document_get_node(L->doc, pr->key);
+        int i = k && k->type == YAML_SCALAR_NODE ? find_field(spec_fields, QG_ARRAY_LEN(spec_fields), k) : -1;
+        if (i >= 0) present |= 1u << i;
+    }
+    return present;
+}
+
+int qg_key_spec_parse(const char *text, size_t n, qg_key_spec *out, qg_buf *errs)
+{
+    memset(out, 0, sizeof *out);
+    out->k.total_quota = -1;
+    ld L = {.file = "body", .errs = errs, .literal = true};
+    size_t lead = 0;
+    while (lead < n && (text[lead] == ' ' || text[lead] == '\t' || text[lead] == '\r' || text[lead] == '\n')) lead++;
+    if (lead == n || text[lead] != '{') {
+        cfg_err(&L, 1, "body", "expected a JSON object");
+        return -1;
+    }
+    if (check_structure(&L, text, n) < 0) return -1;
+    yaml_parser_t P;
+    yaml_document_t doc;
+    if (!yaml_parser_initialize(&P)) return cfg_err(&L, 1, "body", "out of memory"), -1;
+    yaml_parser_set_input_string(&P, (const unsigned char *)text, n);
+    if (!yaml_parser_load(&P, &doc)) {
+        yaml_problem(&L, &P, text, n);
+        yaml_parser_delete(&P);
+        return -1;
+    }
+    L.doc = &doc;
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    yaml_node_t *at[QG_ARRAY_LEN(spec_fields)] = {0};
+    if (root && walk_map(&L, root, "", spec_fields, QG_ARRAY_LEN(spec_fields), &out->k, at) >= 0)
+        out->present = spec_present(&L, root);
+    L.doc = NULL;
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&P);
+    if (L.n_errs) {
+        qg_key_spec_free(out);
+        return -1;
+    }
     return 0;
 }
 

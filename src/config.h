@@ -99,8 +99,26 @@ typedef struct {
     double total_quota;    /* < 0: none */
     qg_policy_cfg *policies;
     size_t n_policies;
+    bool disabled;         /* status: active (default) | disabled */
+    int64_t expires_ms;    /* expires_at; 0: never */
     int line;
 } qg_key_cfg;
+
+/* An admin API body for a key (POST/PATCH /admin/keys): the fields given.  `present` has a
+ * QG_KS_* bit per field that appeared, null included (null clears models, total_quota and
+ * expires_at: in k they read as absent). */
+enum { QG_KS_NAME = 1, QG_KS_MODELS = 2, QG_KS_TOTAL = 4, QG_KS_EXPIRES = 8, QG_KS_STATUS = 16, QG_KS_POLICIES = 32 };
+typedef struct {
+    qg_key_cfg k;
+    unsigned present;
+} qg_key_spec;
+/* Parses a JSON object (read with the config's YAML loader: JSON is its flow subset, so
+ * the fields get the same validation as in the config file; no ${ENV} expansion).  On
+ * failure returns -1 and appends "body:LINE: field: message" lines to errs. */
+int qg_key_spec_parse(const char *text, size_t n, qg_key_spec *out, qg_buf *errs);
+void qg_key_spec_free(qg_key_spec *s);
+/* Whether a config key's name has the shape of an admin key's id ("key_" + 16 hex digits). */
+bool qg_key_name_is_id_shaped(const char *name);
 
 /* The most quota policies one key may have (keyquota.h keeps a counter ring for each). */
 #define QG_KEY_MAX_POLICIES 16

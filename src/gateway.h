@@ -5,8 +5,9 @@
  * writer, one DNS resolver, and the main thread, which only waits for signals and
  * orchestrates start-up and shutdown.  See docs/architecture.md.
  *
- * Ownership: the qg_gateway owns the immutable config, key table and router, which every
- * worker reads without locks, and the account table, whose quota state every worker
+ * Ownership: the qg_gateway owns the immutable config and router, which every worker
+ * reads without locks, the key directory (read without locks, written by the key store's
+ * thread), and the account table, whose quota state every worker
  * updates with atomics (quota.h).  Each qg_worker owns its loop, server, upstream pools,
  * rotation cursors and every in-flight request (qg_exchange); nothing a worker owns is
  * touched by another thread.
@@ -16,8 +17,8 @@
 
 #include "accounts.h"
 #include "config.h"
-#include "keys.h"
-#include "keyquota.h"
+#include "keydir.h"
+#include "keystore.h"
 #include "ledger.h"
 #include "loop.h"
 #include "resolver.h"
@@ -43,6 +44,7 @@ typedef struct qg_worker {
     qg_notify ctl;             /* main thread -> worker: drain / stop */
     qg_notify ledger_notify;   /* ledger query replies */
     qg_notify dns_notify;      /* resolver replies */
+    qg_notify keystore_notify; /* key store replies (admin key changes) */
     qg_upstream **ups;         /* [n_providers] */
     uint32_t *cursors;         /* router rotation cursors */
     qg_rank_cache *ranks;      /* router score caches, one per route */
@@ -58,10 +60,10 @@ typedef struct qg_worker {
 
 struct qg_gateway {
     qg_config *cfg;
-    qg_keytab keys;
+    qg_keydir *keys;           /* every API key: lock-free lookups, one writer (keydir.h) */
+    qg_keystore *keystore;     /* admin-managed keys in the store, and the keydir's writer */
     qg_router router;
     qg_accounts accounts;      /* upstream accounts' quota state, shared (atomics) */
-    qg_keyq **keyq;            /* [cfg->n_keys]: each static key's quota counters (keyquota.h), shared */
     qg_api *api;
     qg_ledger *ledger;
     qg_resolver *resolver;

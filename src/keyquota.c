@@ -17,20 +17,42 @@ static int64_t committed_of(uint64_t w) { return (int64_t)(w & (uint64_t)QG_KQ_A
 static bool same_window(uint64_t w, int64_t index) { return tag_of(w) == ((uint64_t)index & TAG_MASK); }
 static _Atomic uint64_t *slot_of(qg_kq_policy *p, int64_t index) { return &p->slot[(uint64_t)index % QG_KQ_SLOTS]; }
 
+static uint64_t pause_word(int policy, int64_t until);
+
 static int64_t clamp_amount(int64_t v) { return v < 0 ? 0 : v > QG_KQ_AMOUNT_MAX ? QG_KQ_AMOUNT_MAX : v; }
 
 qg_keyq *qg_keyq_new(const qg_policy_cfg *policies, size_t n, double total_quota_usd)
 {
+    return qg_keyq_new_from(NULL, policies, n, total_quota_usd);
+}
+
+static int policy_by_signature(const qg_keyq *k, uint64_t sig)
+{
+    for (int i = 0; k && i < k->n_p; i++)
+        if (k->p[i].signature == sig) return i;
+    return -1;
+}
+
+qg_keyq *qg_keyq_new_from(const qg_keyq *prev, const qg_policy_cfg *policies, size_t n, double total_quota_usd)
+{
     n = QG_MIN(n, (size_t)QG_KEY_MAX_POLICIES);
     qg_keyq *k = qg_xcalloc(1, sizeof *k + n * sizeof k->p[0]); /* zeroed slots: every window empty */
     k->n_p = (int)n;
+    k->sh = prev ? prev->sh : &k->own_sh;
     for (int i = 0; i < k->n_p; i++) {
         k->p[i].cfg = policies[i];
-        k->p[i].limit = clamp_amount(qg_quota_amount(policies[i].unit, policies[i].limit));
         k->p[i].signature = qg_policy_signature(&policies[i]);
+        int j = policy_by_signature(prev, k->p[i].signature);
+        k->p[i].slot = j >= 0 ? prev->p[j].slot : k->p[i].own;
+        k->p[i].limit = clamp_amount(qg_quota_amount(policies[i].unit, policies[i].limit));
         qg_policy_label(&policies[i], k->p[i].label, sizeof k->p[i].label);
     }
     k->total_limit = total_quota_usd >= 0 ? qg_quota_amount(QG_UNIT_USD, total_quota_usd) : -1;
+    if (prev) { /* a pause carries over while its policy is still there (under its new index) */
+        int64_t until;
+        int j = policy_by_signature(k, qg_keyq_pause_info(prev, &until));
+        if (j >= 0) atomic_store(&k->pause, pause_word(j, until));
+    }
     return k;
 }
 
@@ -107,10 +129,10 @@ static int64_t adjust(qg_kq_policy *p, int64_t index, int64_t delta)
 static int take_total(qg_keyq *k, int64_t est)
 {
     if (k->total_limit < 0) return 0;
-    int64_t c = LD(k->total_committed);
+    int64_t c = LD(k->sh->total_committed);
     for (;;) {
         if (c + est > k->total_limit || c >= k->total_limit) return -1;
-        if (atomic_compare_exchange_weak_explicit(&k->total_committed, &c, c + est, memory_order_relaxed,
+        if (atomic_compare_exchange_weak_explicit(&k->sh->total_committed, &c, c + est, memory_order_relaxed,
                                                   memory_order_relaxed))
             return 0;
     }
@@ -119,14 +141,14 @@ static int take_total(qg_keyq *k, int64_t est)
 static void give_back(qg_keyq *k, qg_kq_resv *r, int upto)
 {
     for (int i = 0; i < upto; i++) adjust(&k->p[i], r->index[i], -r->est[i]);
-    if (k->total_limit >= 0) atomic_fetch_sub_explicit(&k->total_committed, r->total, memory_order_relaxed);
+    if (k->total_limit >= 0) atomic_fetch_sub_explicit(&k->sh->total_committed, r->total, memory_order_relaxed);
 }
 
 qg_kq_verdict qg_keyq_precheck(qg_keyq *k, int64_t now, qg_kq_refusal *why)
 {
     *why = (qg_kq_refusal){-1, 0, false, false};
     if (paused(k, now, why)) return QG_KQ_PAUSED;
-    if (k->total_limit >= 0 && LD(k->total_committed) >= k->total_limit) return QG_KQ_QUOTA_EXHAUSTED;
+    if (k->total_limit >= 0 && LD(k->sh->total_committed) >= k->total_limit) return QG_KQ_QUOTA_EXHAUSTED;
     for (int i = 0; i < k->n_p; i++) {
         qg_kq_status st;
         if (qg_keyq_status(k, i, now, &st) < 0 || !st.exhausted) continue;
@@ -174,8 +196,9 @@ qg_kq_verdict qg_keyq_reserve(qg_keyq *k, const qg_qamount *est, int64_t now, qg
         r->index[i] = w.index;
         r->end_ms[i] = w.end_ms;
     }
-    r->resets = atomic_load_explicit(&k->resets, memory_order_relaxed);
+    r->resets = atomic_load_explicit(&k->sh->resets, memory_order_relaxed);
     r->active = true;
+    atomic_fetch_add_explicit(&k->sh->inflight, 1, memory_order_relaxed);
     return QG_KQ_OK;
 }
 
@@ -183,8 +206,9 @@ bool qg_keyq_settle(qg_keyq *k, qg_kq_resv *r, const qg_qamount *actual, int64_t
 {
     if (!r->active) return false;
     r->active = false;
+    atomic_fetch_sub_explicit(&k->sh->inflight, 1, memory_order_relaxed);
     bool spent = false;
-    bool wiped = atomic_load_explicit(&k->resets, memory_order_relaxed) != r->resets; /* its estimate is gone */
+    bool wiped = atomic_load_explicit(&k->sh->resets, memory_order_relaxed) != r->resets; /* its estimate is gone */
     for (int i = 0; i < k->n_p; i++) {
         int64_t a = actual ? qg_keyq_amount(&k->p[i].cfg, actual) : 0;
         int64_t c = adjust(&k->p[i], r->index[i], a - (wiped ? 0 : r->est[i]));
@@ -198,7 +222,7 @@ bool qg_keyq_settle(qg_keyq *k, qg_kq_resv *r, const qg_qamount *actual, int64_t
     }
     if (k->total_limit >= 0) {
         int64_t a = actual ? actual->v[QG_UNIT_USD] : 0;
-        atomic_fetch_add_explicit(&k->total_committed, a - r->total, memory_order_relaxed);
+        atomic_fetch_add_explicit(&k->sh->total_committed, a - r->total, memory_order_relaxed);
     }
     return spent;
 }
@@ -213,7 +237,7 @@ void qg_keyq_reset(qg_keyq *k, int64_t now)
         atomic_store_explicit(slot_of(&k->p[i], w.index), pack(w.index, 0), memory_order_relaxed);
     }
     atomic_store_explicit(&k->pause, 0, memory_order_relaxed);
-    atomic_fetch_add_explicit(&k->resets, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&k->sh->resets, 1, memory_order_relaxed);
 }
 
 int qg_keyq_status(const qg_keyq *ck, int i, int64_t now, qg_kq_status *out)
@@ -258,7 +282,7 @@ void qg_keyq_restore_window(qg_keyq *k, int i, int64_t window, int64_t used, int
 
 void qg_keyq_restore_total(qg_keyq *k, int64_t used)
 {
-    if (k->total_limit >= 0) atomic_store_explicit(&k->total_committed, QG_MAX(used, (int64_t)0), memory_order_relaxed);
+    if (k->total_limit >= 0) atomic_store_explicit(&k->sh->total_committed, QG_MAX(used, (int64_t)0), memory_order_relaxed);
 }
 
 void qg_keyq_restore_pause(qg_keyq *k, int i, int64_t until_ms)
@@ -272,4 +296,14 @@ uint64_t qg_keyq_pause_info(const qg_keyq *ck, int64_t *until_ms)
     int i = pause_policy(w);
     *until_ms = w ? pause_until(w) : 0;
     return w && i >= 0 && i < ck->n_p ? ck->p[i].signature : 0;
+}
+
+int qg_keyq_settled(const qg_keyq *k, int i, int64_t now, int64_t *window, int64_t *used)
+{
+    qg_kq_status st;
+    if (atomic_load_explicit(&((qg_keyq *)k)->sh->inflight, memory_order_relaxed) != 0) return -1;
+    if (qg_keyq_status(k, i, now, &st) < 0) return -1;
+    *window = st.w.index;
+    *used = st.used;
+    return 0;
 }

@@ -42,20 +42,32 @@ typedef struct {
     int64_t limit;                   /* integer units, at most QG_KQ_AMOUNT_MAX */
     uint64_t signature;              /* qg_policy_signature, for the saved counters */
     char label[24];                  /* qg_policy_label: "daily", "90m", ... */
-    _Atomic uint64_t slot[QG_KQ_SLOTS];
+    /* The window words: own[], or those of the same policy (same signature) in the
+     * version of the key's counters this one replaced, so an edit of the key's policies
+     * keeps the counts and a request admitted before the edit settles into the words its
+     * successor reads. */
+    _Atomic uint64_t *slot;
+    _Atomic uint64_t own[QG_KQ_SLOTS];
 } qg_kq_policy;
+
+/* What every version of one key's counters shares (see qg_keyq_new_from). */
+typedef struct {
+    _Atomic int64_t total_committed; /* micro-USD */
+    _Atomic uint32_t resets;         /* manual resets so far: a reservation from before one
+                                        had its estimate wiped, so it settles its whole use */
+    _Atomic int32_t inflight;        /* reservations not yet settled or released */
+} qg_kq_shared;
 
 typedef struct qg_keyq {
     int n_p;
     int64_t total_limit;             /* micro-USD; -1 none */
-    _Atomic int64_t total_committed;
+    qg_kq_shared *sh;                /* &own_sh, or the first version's */
+    qg_kq_shared own_sh;
     /* A pause after an on_exhausted: disable policy ran out: 0 none, else
      * until_ms << 5 | (policy index + 1); until 0 means "until a manual reset".  The first
      * exhaustion wins (a second cannot overwrite the record), and the key's own status is
      * never touched. */
     _Atomic uint64_t pause;
-    _Atomic uint32_t resets;         /* manual resets so far: a reservation from before one
-                                        had its estimate wiped, so it settles its whole use */
     qg_kq_policy p[];                /* [n_p]: a key without policies costs ~32 bytes */
 } qg_keyq;
 
@@ -87,6 +99,14 @@ typedef struct {
 /* A key's counters for its policies (at most QG_KEY_MAX_POLICIES are kept) and total quota
  * (< 0: none); free with free(). */
 qg_keyq *qg_keyq_new(const qg_policy_cfg *policies, size_t n, double total_quota_usd);
+/* The counters of an edited key: a policy with the signature of one of prev's shares its
+ * window words, the total quota's amount and the reset and in-flight counts are shared,
+ * and prev's pause carries over if its policy is still there.  prev must outlive the new
+ * version (counters are never freed while the process runs: keydir.h). */
+qg_keyq *qg_keyq_new_from(const qg_keyq *prev, const qg_policy_cfg *policies, size_t n, double total_quota_usd);
+/* The settled amount in each policy's current window, or -1 while a reservation of the
+ * key is in flight (the committed amounts then include estimates); for quota_counter_drift. */
+int qg_keyq_settled(const qg_keyq *k, int i, int64_t now, int64_t *window, int64_t *used);
 /* The amount of a policy's unit in a cost (requests, tokens or micro-USD). */
 int64_t qg_keyq_amount(const qg_policy_cfg *p, const qg_qamount *cost);
 

@@ -126,6 +126,9 @@ typedef struct {
 typedef struct {
     ledger_msg m;
     qg_usage_query q;
+    qg_counter_probe *probes;   /* a counter check (qg_ledger_check_counters) instead of q */
+    size_t n_probes;
+    int skipped;
     qg_ledger_result_cb cb;
     void *ud;
     int status;
@@ -218,7 +221,7 @@ static const char schema_summary_indexes[] =
     "CREATE INDEX IF NOT EXISTS ledger_minute_provider ON ledger_minute(provider, minute);"
     "CREATE INDEX IF NOT EXISTS ledger_minute_model ON ledger_minute(model, minute);";
 
-#define SUMMARY_COLS                                                                                   \
+#define SUMMARY_COLS_V3                                                                                \
     "minute,key_name,account,provider,model,requests,prompt_tokens,completion_tokens,cached_tokens," \
     "reasoning_tokens,min_id,max_id"
 
@@ -228,7 +231,7 @@ static const char migrate_sql[] =
     "DROP INDEX IF EXISTS ledger_key_ts; DROP INDEX IF EXISTS ledger_account_ts;"
     "DROP INDEX IF EXISTS ledger_provider_ts; DROP INDEX IF EXISTS ledger_model_ts;"
     "DELETE FROM ledger_minute;"
-    "INSERT INTO ledger_minute(" SUMMARY_COLS ") SELECT ts_ms/60000-(ts_ms%60000<0),coalesce(key_name,''),"
+    "INSERT INTO ledger_minute(" SUMMARY_COLS_V3 ") SELECT ts_ms/60000-(ts_ms%60000<0),coalesce(key_name,''),"
     "coalesce(account,''),coalesce(provider,''),coalesce(model,''),count(*),total(prompt_tokens),"
     "total(completion_tokens),total(cached_tokens),total(reasoning_tokens),min(id),max(id)"
     " FROM ledger GROUP BY 1,2,3,4,5;";
@@ -240,13 +243,17 @@ static const char migrate_sql[] =
  * WITHOUT ROWID table (whose update also touches the four filter indexes), hence a rowid
  * table and the update first.  The writer is the file's only writer, so update-then-
  * insert cannot race. */
+#define SUMMARY_COLS                                                                                 \
+    "minute,key_id,account,provider,model,requests,prompt_tokens,completion_tokens,cached_tokens," \
+    "reasoning_tokens,min_id,max_id"
+
 static const char update_sql[] =
     "UPDATE ledger_minute SET requests=requests+?6,prompt_tokens=prompt_tokens+?7,completion_tokens=completion_tokens+?8,"
     "cached_tokens=cached_tokens+?9,reasoning_tokens=reasoning_tokens+?10,min_id=min(min_id,?11),max_id=max(max_id,?12)"
-    " WHERE minute=?1 AND key_name=?2 AND account=?3 AND provider=?4 AND model=?5";
+    " WHERE minute=?1 AND key_id=?2 AND account=?3 AND provider=?4 AND model=?5";
 static const char upsert_sql[] =
     "INSERT INTO ledger_minute(" SUMMARY_COLS ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?)"
-    " ON CONFLICT(minute,key_name,account,provider,model) DO UPDATE SET requests=requests+excluded.requests,"
+    " ON CONFLICT(minute,key_id,account,provider,model) DO UPDATE SET requests=requests+excluded.requests,"
     "prompt_tokens=prompt_tokens+excluded.prompt_tokens,completion_tokens=completion_tokens+excluded.completion_tokens,"
     "cached_tokens=cached_tokens+excluded.cached_tokens,reasoning_tokens=reasoning_tokens+excluded.reasoning_tokens,"
     "min_id=min(min_id,excluded.min_id),max_id=max(max_id,excluded.max_id)";
@@ -256,24 +263,24 @@ static const char state_sql[] =
     " ON CONFLICT(account) DO UPDATE SET data=excluded.data,updated_ms=excluded.updated_ms";
 
 static const char key_window_sql[] =
-    "INSERT INTO key_window(key_name,policy,window,used) VALUES(?1,?2,?3,?4)"
-    " ON CONFLICT(key_name,policy,window) DO UPDATE SET used=used+excluded.used";
+    "INSERT INTO key_window(key_id,policy,window,used) VALUES(?1,?2,?3,?4)"
+    " ON CONFLICT(key_id,policy,window) DO UPDATE SET used=used+excluded.used";
 static const char key_total_sql[] =
-    "INSERT INTO key_total(key_name,used) VALUES(?1,?2) ON CONFLICT(key_name) DO UPDATE SET used=used+excluded.used";
+    "INSERT INTO key_total(key_id,used) VALUES(?1,?2) ON CONFLICT(key_id) DO UPDATE SET used=used+excluded.used";
 
 /* A saved pause only ever gets stronger from rows (a manual one, until 0, beats any; a
  * later end beats an earlier): rows of one batch come worker by worker, not in time order,
  * so "the last row wins" could let an older unpaused row undo a pause.  A pause whose end
  * has passed is ended by the first request after a restart; a manual reset deletes it. */
 static const char key_pause_sql[] =
-    "INSERT INTO key_pause(key_name,policy,until_ms) VALUES(?1,?2,?3)"
-    " ON CONFLICT(key_name) DO UPDATE SET policy=excluded.policy,until_ms=excluded.until_ms"
+    "INSERT INTO key_pause(key_id,policy,until_ms) VALUES(?1,?2,?3)"
+    " ON CONFLICT(key_id) DO UPDATE SET policy=excluded.policy,until_ms=excluded.until_ms"
     " WHERE key_pause.until_ms != 0 AND (excluded.until_ms = 0 OR excluded.until_ms > key_pause.until_ms)";
 
 static const char insert_sql[] =
     "INSERT INTO ledger(ts_ms,request_id,key_name,provider,account,model,endpoint,stream,status,error,"
     "prompt_tokens,completion_tokens,cached_tokens,cache_write_tokens,reasoning_tokens,usage_source,attempts,"
-    "ttfb_ms,total_ms) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    "ttfb_ms,total_ms,key_id) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
 
 static bool present(const char *s) { return s && *s; }
 
@@ -311,6 +318,7 @@ static int insert_row(qg_ledger *l, const qg_ledger_row *r)
     sqlite3_bind_int(st, 17, r->attempts);
     sqlite3_bind_double(st, 18, r->ttfb_ms);
     sqlite3_bind_double(st, 19, r->total_ms);
+    bind_text(st, 20, r->key_id);
     return sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
 }
 
@@ -384,7 +392,7 @@ static int key_agg_add(qg_ledger *l, const char *key, uint64_t policy, int64_t w
 static bool settled_before_reset(const qg_ledger *l, const qg_ledger_row *r)
 {
     for (size_t i = 0; i < QG_MIN(l->n_resets, (size_t)RECENT_RESETS); i++)
-        if (r->key_settled_mono <= l->resets[i].at_mono && strcmp(l->resets[i].key, r->key_name) == 0) return true;
+        if (r->key_settled_mono <= l->resets[i].at_mono && strcmp(l->resets[i].key, r->key_id) == 0) return true;
     return false;
 }
 
@@ -392,12 +400,12 @@ static int save_key_counters(qg_ledger *l, const qg_ledger_row *r)
 {
     if (!r->key_state && !r->n_key_windows && !r->key_total_usd) return 0;
     /* a reset wiped this row's windows and pause in memory already; the total it keeps */
-    if (l->n_resets && settled_before_reset(l, r)) return key_agg_add(l, r->key_name, 0, 0, r->key_total_usd);
+    if (l->n_resets && settled_before_reset(l, r)) return key_agg_add(l, r->key_id, 0, 0, r->key_total_usd);
     for (int i = 0; i < r->n_key_windows && i < 16; i++)
-        if (key_agg_add(l, r->key_name, r->key_windows[i].policy, r->key_windows[i].window, r->key_windows[i].used) < 0)
+        if (key_agg_add(l, r->key_id, r->key_windows[i].policy, r->key_windows[i].window, r->key_windows[i].used) < 0)
             return -1;
-    if (r->key_state && key_agg_add(l, r->key_name, r->key_pause_policy, PAUSE_ENTRY, r->key_pause_until) < 0) return -1;
-    return key_agg_add(l, r->key_name, 0, 0, r->key_total_usd);
+    if (r->key_state && key_agg_add(l, r->key_id, r->key_pause_policy, PAUSE_ENTRY, r->key_pause_until) < 0) return -1;
+    return key_agg_add(l, r->key_id, 0, 0, r->key_total_usd);
 }
 
 static int run_bound(sqlite3 *db, const char *sql, const char *key, int64_t a, int64_t b, int nargs)
@@ -418,9 +426,9 @@ static int reset_key(qg_ledger *l, const key_reset_msg *m)
     recent_reset *rr = &l->resets[l->n_resets++ % RECENT_RESETS];
     qg_strlcpy(rr->key, m->key, sizeof rr->key);
     rr->at_mono = m->at_mono;
-    if (run_bound(l->db, "DELETE FROM key_pause WHERE key_name=?1", m->key, 0, 0, 1) < 0) return -1;
+    if (run_bound(l->db, "DELETE FROM key_pause WHERE key_id=?1", m->key, 0, 0, 1) < 0) return -1;
     for (int i = 0; i < m->n; i++)
-        if (run_bound(l->db, "UPDATE key_window SET used=0 WHERE key_name=?1 AND policy=?2 AND window=?3", m->key,
+        if (run_bound(l->db, "UPDATE key_window SET used=0 WHERE key_id=?1 AND policy=?2 AND window=?3", m->key,
                       (int64_t)m->policy[i], m->window[i], 3) < 0)
             return -1;
     return 0;
@@ -459,7 +467,7 @@ static void agg_begin(qg_ledger *l, size_t n)
 
 static bool same_group(const minute_agg *a, const qg_ledger_row *r, int64_t minute)
 {
-    return a->minute == minute && strcmp(a->r->key_name, r->key_name) == 0 && strcmp(a->r->model, r->model) == 0 &&
+    return a->minute == minute && strcmp(a->r->key_id, r->key_id) == 0 && strcmp(a->r->model, r->model) == 0 &&
            strcmp(a->r->account, r->account) == 0 && strcmp(a->r->provider, r->provider) == 0;
 }
 
@@ -485,7 +493,7 @@ static void agg_add(qg_ledger *l, const qg_ledger_row *r, int64_t id)
         uint32_t h = 2166136261u;
         h = (h ^ (uint32_t)minute) * 16777619u;
         h = (h ^ (uint32_t)((uint64_t)minute >> 32)) * 16777619u;
-        h = fnv(fnv(fnv(fnv(h, r->key_name), r->account), r->provider), r->model);
+        h = fnv(fnv(fnv(fnv(h, r->key_id), r->account), r->provider), r->model);
         for (size_t i = h & l->slots_mask;; i = (i + 1) & l->slots_mask) {
             uint32_t s = l->slots[i];
             if (!s) {
@@ -512,7 +520,7 @@ static int step_minute(sqlite3_stmt *st, const minute_agg *a)
 {
     sqlite3_reset(st);
     sqlite3_bind_int64(st, 1, a->minute);
-    sqlite3_bind_text(st, 2, a->r->key_name, -1, SQLITE_STATIC); /* '' for absent, never NULL */
+    sqlite3_bind_text(st, 2, a->r->key_id, -1, SQLITE_STATIC); /* '' for absent, never NULL */
     sqlite3_bind_text(st, 3, a->r->account, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, a->r->provider, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 5, a->r->model, -1, SQLITE_STATIC);
@@ -643,13 +651,13 @@ static void *writer_main(void *arg)
 
 
 #define ROW_COLS                                                                                        \
-    "ts_ms,request_id,key_name,provider,account,model,endpoint,stream,status,error,prompt_tokens,"      \
+    "ts_ms,request_id,key_id,key_name,provider,account,model,endpoint,stream,status,error,prompt_tokens,"      \
     "completion_tokens,cached_tokens,cache_write_tokens,reasoning_tokens,usage_source,attempts,ttfb_ms," \
     "total_ms"
 
 static bool has_column_filter(const qg_usage_query *q)
 {
-    return present(q->key_name) || present(q->account) || present(q->provider) || present(q->model);
+    return present(q->key_id) || present(q->account) || present(q->provider) || present(q->model);
 }
 
 static bool has_time_filter(const qg_usage_query *q) { return q->since_ms != 0 || q->until_ms != 0; }
@@ -673,7 +681,7 @@ static void cond(where_b *w, bool on, const char *c)
  * work on ledger and ledger_minute. */
 static void column_conds(where_b *w, const qg_usage_query *q)
 {
-    cond(w, present(q->key_name), "key_name=?1");
+    cond(w, present(q->key_id), "key_id=?1");
     cond(w, present(q->account), "account=?2");
     cond(w, present(q->provider), "provider=?3");
     cond(w, present(q->model), "model=?4");
@@ -784,7 +792,7 @@ static void split_time(const qg_usage_query *q, time_split *s)
 /* Binds ?1..?6 and ?8..?13; a number the statement does not have is ignored. */
 static void bind_filters(sqlite3_stmt *st, const qg_usage_query *q, const time_split *sp)
 {
-    if (present(q->key_name)) sqlite3_bind_text(st, 1, q->key_name, -1, SQLITE_STATIC);
+    if (present(q->key_id)) sqlite3_bind_text(st, 1, q->key_id, -1, SQLITE_STATIC);
     if (present(q->account)) sqlite3_bind_text(st, 2, q->account, -1, SQLITE_STATIC);
     if (present(q->provider)) sqlite3_bind_text(st, 3, q->provider, -1, SQLITE_STATIC);
     if (present(q->model)) sqlite3_bind_text(st, 4, q->model, -1, SQLITE_STATIC);
@@ -814,7 +822,7 @@ static int prepare_sql(qg_ledger *l, char *sql, const qg_usage_query *q, const t
 /* Appends the rows a rows statement returns; *n counts the rows of the whole answer. */
 static int append_rows(qg_buf *b, sqlite3_stmt *st, int *n)
 {
-    static const char *const cols[] = {"ts_ms", "request_id", "key", "provider", "account", "model", "endpoint",
+    static const char *const cols[] = {"ts_ms", "request_id", "key", "key_name", "provider", "account", "model", "endpoint",
                                        "stream", "status", "error", "prompt_tokens", "completion_tokens",
                                        "cached_tokens", "cache_write_tokens", "reasoning_tokens", "usage_source",
                                        "attempts", "ttfb_ms", "total_ms"};
@@ -824,7 +832,7 @@ static int append_rows(qg_buf *b, sqlite3_stmt *st, int *n)
         for (int c = 0; c < (int)QG_ARRAY_LEN(cols); c++) {
             qg_buf_appendf(b, "%s\"%s\":", c ? "," : "", cols[c]);
             int t = sqlite3_column_type(st, c);
-            if (c == 7) qg_buf_append(b, sqlite3_column_int(st, c) ? "true" : "false", sqlite3_column_int(st, c) ? 4 : 5);
+            if (c == 8) qg_buf_append(b, sqlite3_column_int(st, c) ? "true" : "false", sqlite3_column_int(st, c) ? 4 : 5);
             else if (t == SQLITE_INTEGER) qg_buf_appendf(b, "%lld", (long long)sqlite3_column_int64(st, c));
             else if (t == SQLITE_FLOAT) qg_buf_appendf(b, "%.3f", sqlite3_column_double(st, c));
             else qg_buf_json_str(b, (const char *)sqlite3_column_text(st, c));
@@ -967,6 +975,39 @@ fail:
     qg_buf_appendf(b, "{\"error\":{\"message\":\"ledger query failed\",\"type\":\"api_error\",\"code\":\"store_error\"}}");
 }
 
+/* quota_counter_drift: each probe's in-memory amount against the store's counter for the
+ * same (key, policy, window), which the writer keeps from the committed rows. */
+static void run_check(qg_ledger *l, query_msg *qm)
+{
+    sqlite3_stmt *st;
+    int64_t drift = 0, drifted = 0;
+    if (sqlite3_prepare_v2(l->rdb, "SELECT used FROM key_window WHERE key_id=?1 AND policy=?2 AND window=?3", -1, &st,
+                           NULL) != SQLITE_OK) {
+        qm->status = 500;
+        qg_buf_appendf(&qm->result, "{\"error\":{\"message\":\"store: %s\",\"type\":\"api_error\",\"code\":\"store_error\"}}",
+                       sqlite3_errmsg(l->rdb));
+        return;
+    }
+    for (size_t i = 0; i < qm->n_probes; i++) {
+        const qg_counter_probe *p = &qm->probes[i];
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, p->key, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (int64_t)p->policy);
+        sqlite3_bind_int64(st, 3, p->window);
+        int64_t stored = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+        int64_t d = stored > p->used ? stored - p->used : p->used - stored;
+        drift += d;
+        drifted += d != 0;
+        if (d) qg_warn("quota_counter_drift: key %s policy %llx window %lld: counter %lld, store %lld", p->key,
+                       (unsigned long long)p->policy, (long long)p->window, (long long)p->used, (long long)stored);
+    }
+    sqlite3_finalize(st);
+    qm->status = 200;
+    qg_buf_appendf(&qm->result, "{\"quota_counter_drift\":%lld,\"windows_checked\":%zu,\"windows_drifted\":%lld,"
+                                "\"keys_in_flight\":%d}",
+                   (long long)drift, qm->n_probes, (long long)drifted, qm->skipped);
+}
+
 static bool barrier_passed(qg_ledger *l, const query_msg *qm)
 {
     for (int w = 0; w < l->n_workers; w++)
@@ -1009,7 +1050,8 @@ static void answer(qg_ledger *l, int w, query_msg *qm)
         qg_warn("ledger: a query waited %d ms for earlier rows to be committed; running it without them",
                 LEDGER_QUERY_BARRIER_MS);
     }
-    run_query(l, qm);
+    if (qm->probes) run_check(l, qm);
+    else run_query(l, qm);
     atomic_fetch_add(&l->queries_served, 1);
     qg_mailbox_reply(&l->qmb, w, qm);
 }
@@ -1042,7 +1084,8 @@ static void *reader_main(void *arg)
 static void query_msg_free(query_msg *m)
 {
     qg_buf_free(&m->result);
-    free(m->q.key_name), free(m->q.account), free(m->q.provider), free(m->q.model);
+    free(m->probes);
+    free(m->q.key_id), free(m->q.account), free(m->q.provider), free(m->q.model);
     free(m);
 }
 
@@ -1073,46 +1116,91 @@ static int exec_sql(sqlite3 *db, const char *sql, const char *path, char *err, s
     return -1;
 }
 
-/* Creates or migrates the schema to LEDGER_SCHEMA_VERSION.  From version 1 or 2 (or a
- * version-0 file that has rows), one transaction drops the per-row filter indexes and
- * fills ledger_minute from the existing rows with one GROUP BY (start-up; on a large file
- * this takes a while, and says so in the log). */
+/* Version 4: keys have stable ids (admin-managed keys in the store).  Rows gain key_id (a
+ * version-3 row's is its key's name: static keys' ids are their names), the summary and the
+ * key counters name keys by id, and the key tables api_key / api_key_policy appear
+ * (keystore.c).  Amounts are integers: limit_amount and total_quota_micro in the unit
+ * (micro-USD for usd). */
+static const char schema_v4_keys[] =
+    "CREATE TABLE IF NOT EXISTS api_key ("
+    " id TEXT PRIMARY KEY, name TEXT NOT NULL, hash BLOB NOT NULL UNIQUE, prefix TEXT NOT NULL,"
+    " status TEXT NOT NULL, expires_ms INTEGER, total_quota_micro INTEGER, models TEXT,"
+    " created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS api_key_policy ("
+    " key_id TEXT NOT NULL, idx INTEGER NOT NULL, period TEXT NOT NULL, period_kind INTEGER NOT NULL,"
+    " minutes INTEGER NOT NULL, limit_amount INTEGER NOT NULL, unit TEXT NOT NULL, anchor TEXT NOT NULL,"
+    " anchor_ms INTEGER NOT NULL, anchor_offset_min INTEGER NOT NULL, boundary TEXT NOT NULL,"
+    " on_exhausted TEXT NOT NULL, auto_resume INTEGER NOT NULL, PRIMARY KEY(key_id, idx));";
+
+static int64_t count_of(sqlite3 *db, const char *sql);
+
+static bool has_column(sqlite3 *db, const char *table, const char *column)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pragma_table_info('%s') WHERE name='%s'", table, column);
+    return count_of(db, sql) > 0;
+}
+
+/* Version 3 -> 4, column by column (each step only where it is still to do). */
+static int migrate_v4(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+    static const char *const renamed[] = {"ledger_minute", "key_window", "key_total", "key_pause"};
+    char sql[200];
+    if (!has_column(db, "ledger", "key_id") && exec_sql(db, "ALTER TABLE ledger ADD COLUMN key_id TEXT", path, err, errlen) < 0)
+        return -1;
+    if (exec_sql(db, "UPDATE ledger SET key_id=key_name WHERE key_id IS NULL", path, err, errlen) < 0) return -1;
+    for (size_t i = 0; i < QG_ARRAY_LEN(renamed); i++) {
+        if (!has_column(db, renamed[i], "key_name")) continue;
+        snprintf(sql, sizeof sql, "ALTER TABLE %s RENAME COLUMN key_name TO key_id", renamed[i]);
+        if (exec_sql(db, sql, path, err, errlen) < 0) return -1;
+    }
+    return exec_sql(db, schema_v4_keys, path, err, errlen);
+}
+
+static int64_t count_of(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    int64_t n = 0;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
+    if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return n;
+}
+
+/* Creates or migrates the schema to LEDGER_SCHEMA_VERSION, one step per version in one
+ * transaction: a new file runs every step (cheap on empty tables).  From version 1 or 2,
+ * the per-row filter indexes are dropped and ledger_minute filled from the existing rows
+ * with one GROUP BY; from 3, the key id columns and key tables are added (start-up; on a
+ * large file this takes a while, and says so in the log). */
 static int setup_schema(sqlite3 *db, const char *path, char *err, size_t errlen)
 {
     if (exec_sql(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", path, err, errlen) < 0) return -1;
-    sqlite3_stmt *st;
-    int version = 0;
-    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK) {
+    int version = (int)count_of(db, "PRAGMA user_version");
+    if (version < 0) {
         snprintf(err, errlen, "store: %s: %s", path, sqlite3_errmsg(db));
         return -1;
     }
-    if (sqlite3_step(st) == SQLITE_ROW) version = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
     if (version > LEDGER_SCHEMA_VERSION) {
         snprintf(err, errlen, "store: %s has schema version %d; this build knows versions up to %d", path, version,
                  LEDGER_SCHEMA_VERSION);
         return -1;
     }
-    if (version == LEDGER_SCHEMA_VERSION) { /* IF NOT EXISTS: cheap */
-        if (exec_sql(db, schema_tables, path, err, errlen) < 0) return -1;
-        return exec_sql(db, schema_summary_indexes, path, err, errlen);
-    }
-    int64_t t0 = qg_mono_ms(), rows = 0, minutes = 0;
-    char sql[sizeof schema_tables + sizeof migrate_sql + sizeof schema_summary_indexes + 64];
-    snprintf(sql, sizeof sql, "BEGIN;%s%s%sPRAGMA user_version=%d;", schema_tables, migrate_sql, schema_summary_indexes,
-             LEDGER_SCHEMA_VERSION);
+    if (version == LEDGER_SCHEMA_VERSION) return 0;
+    int64_t t0 = qg_mono_ms();
+    if (exec_sql(db, "BEGIN", path, err, errlen) < 0) return -1;
+    /* version 3's tables (IF NOT EXISTS: a version-3 file may lack the key counters) */
+    if (exec_sql(db, schema_tables, path, err, errlen) < 0) goto rollback;
+    if (version < 3 && exec_sql(db, migrate_sql, path, err, errlen) < 0) goto rollback;
+    if (exec_sql(db, schema_summary_indexes, path, err, errlen) < 0) goto rollback;
+    if (migrate_v4(db, path, err, errlen) < 0) goto rollback;
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA user_version=%d", LEDGER_SCHEMA_VERSION);
     if (exec_sql(db, sql, path, err, errlen) < 0) goto rollback;
-    if (sqlite3_prepare_v2(db, "SELECT coalesce(sum(requests),0),count(*) FROM ledger_minute", -1, &st, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "store: %s: %s", path, sqlite3_errmsg(db));
-        goto rollback;
-    }
-    if (sqlite3_step(st) == SQLITE_ROW) rows = sqlite3_column_int64(st, 0), minutes = sqlite3_column_int64(st, 1);
-    sqlite3_finalize(st);
+    int64_t rows = count_of(db, "SELECT count(*) FROM ledger");
     if (exec_sql(db, "COMMIT", path, err, errlen) < 0) goto rollback;
     if (version > 0 || rows > 0)
-        qg_info("store: %s: migrated the ledger schema from version %d to %d: dropped the per-row filter indexes,"
-                " summarized %lld rows into %lld per-minute rows in %lld ms",
-                path, version, LEDGER_SCHEMA_VERSION, (long long)rows, (long long)minutes, (long long)(qg_mono_ms() - t0));
+        qg_info("store: %s: migrated the schema from version %d to %d (%lld ledger rows) in %lld ms", path, version,
+                LEDGER_SCHEMA_VERSION, (long long)rows, (long long)(qg_mono_ms() - t0));
     return 0;
 rollback:
     sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
@@ -1310,9 +1398,9 @@ int qg_ledger_load_key_counters(const char *path, qg_key_counter_cb cb, void *ud
     int n = 0;
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db,
-                           "SELECT key_name,policy,window,used,0 FROM key_window"
-                           " UNION ALL SELECT key_name,0,0,used,1 FROM key_total"
-                           " UNION ALL SELECT key_name,policy,until_ms,-1,0 FROM key_pause",
+                           "SELECT key_id,policy,window,used,0 FROM key_window"
+                           " UNION ALL SELECT key_id,0,0,used,1 FROM key_total"
+                           " UNION ALL SELECT key_id,policy,until_ms,-1,0 FROM key_pause",
                            -1, &st, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "store: %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
         sqlite3_close(db);
@@ -1350,23 +1438,42 @@ int qg_ledger_load_states(const char *path, qg_state_cb cb, void *ud, char *err,
     return n;
 }
 
+static void post_query(qg_ledger *l, int w, query_msg *m);
+
+void qg_ledger_check_counters(qg_ledger *l, int w, qg_counter_probe *probes, size_t n, int skipped,
+                              qg_ledger_result_cb cb, void *ud)
+{
+    query_msg *m = qg_xcalloc(1, sizeof *m + (size_t)l->n_workers * sizeof m->snap[0]);
+    m->probes = probes ? probes : qg_xcalloc(1, sizeof *probes);
+    m->n_probes = n;
+    m->skipped = skipped;
+    m->cb = cb;
+    m->ud = ud;
+    post_query(l, w, m);
+}
+
 void qg_ledger_query(qg_ledger *l, int w, qg_usage_query *q, qg_ledger_result_cb cb, void *ud)
 {
-    /* This worker's own overflowed rows go to the ring first, so the barrier passes at the
-     * writer's next drain instead of after this worker's retry timer. */
-    if (l->w[w].overflow_head) qg_ledger_retry(l, w);
     query_msg *m = qg_xcalloc(1, sizeof *m + (size_t)l->n_workers * sizeof m->snap[0]);
-    m->m.kind = MSG_QUERY;
     m->q = *q;
     if (m->q.limit <= 0) m->q.limit = 100;
     if (m->q.limit > LEDGER_MAX_QUERY_ROWS) m->q.limit = LEDGER_MAX_QUERY_ROWS;
     m->cb = cb;
     m->ud = ud;
+    post_query(l, w, m);
+}
+
+static void post_query(qg_ledger *l, int w, query_msg *m)
+{
+    /* This worker's own overflowed rows go to the ring first, so the barrier passes at the
+     * writer's next drain instead of after this worker's retry timer. */
+    if (l->w[w].overflow_head) qg_ledger_retry(l, w);
+    m->m.kind = MSG_QUERY;
     qg_buf_init(&m->result, 0);
     for (int v = 0; v < l->n_workers; v++) m->snap[v] = atomic_load_explicit(&l->w[v].submitted, memory_order_acquire);
     if (!qg_mailbox_post(&l->qmb, w, &m->m, true)) {
         static const char busy[] = "{\"error\":{\"message\":\"ledger busy\",\"type\":\"api_error\",\"code\":\"busy\"}}";
-        cb(ud, 503, busy, sizeof busy - 1);
+        m->cb(m->ud, 503, busy, sizeof busy - 1);
         query_msg_free(m);
     }
 }

@@ -44,12 +44,13 @@ typedef struct qg_ledger qg_ledger;
 /* How long a query waits for the rows submitted before it to be committed. */
 #define LEDGER_QUERY_BARRIER_MS 2000
 /* The schema version this build writes (PRAGMA user_version); older files are migrated. */
-#define LEDGER_SCHEMA_VERSION 3
+#define LEDGER_SCHEMA_VERSION 4
 
 typedef struct {
     int64_t ts_ms;             /* request start, epoch ms */
     char request_id[24];
-    char key_name[64];
+    char key_id[64];           /* stable: what the counters and the summary name the key by */
+    char key_name[64];         /* its name when the request was made */
     char provider[64];
     char account[64];
     char model[128];
@@ -77,7 +78,7 @@ typedef struct {
 } qg_ledger_row;
 
 typedef struct {
-    char *key_name, *account, *provider, *model; /* NULL: any */
+    char *key_id, *account, *provider, *model; /* NULL: any; key_id: a key's id */
     int64_t since_ms, until_ms;                  /* 0: open */
     int limit;                                   /* rows to return (totals cover all matches) */
 } qg_usage_query;
@@ -130,6 +131,19 @@ size_t qg_ledger_backlog(qg_ledger *l, int worker);
 bool qg_ledger_accepting(qg_ledger *l, int worker);
 /* Worker side: runs a query; cb runs later on this worker's loop.  Takes ownership of q's strings. */
 void qg_ledger_query(qg_ledger *l, int worker, qg_usage_query *q, qg_ledger_result_cb cb, void *ud);
+/* quota_counter_drift (SPEC §6): in-memory counters against the store's.  One probe per
+ * (key, policy, current window) with the settled amount in memory; on the query thread,
+ * after every row submitted before the call is committed, each is compared with table
+ * key_window.  The JSON result has quota_counter_drift (the sum of the differences),
+ * windows_checked, windows_drifted and keys_in_flight (= skipped, echoed).  Takes probes. */
+typedef struct {
+    char key[64];
+    uint64_t policy;
+    int64_t window;
+    int64_t used;
+} qg_counter_probe;
+void qg_ledger_check_counters(qg_ledger *l, int worker, qg_counter_probe *probes, size_t n, int skipped,
+                              qg_ledger_result_cb cb, void *ud);
 /* Worker side: call from the worker's notify callback to deliver finished queries. */
 void qg_ledger_poll(qg_ledger *l, int worker);
 /* After the workers have stopped: re-posts every overflow list (the caller acts for the

@@ -58,7 +58,7 @@ typedef struct {
     const endpoint *ep;
     const qg_route *route;
     const qg_target *target;
-    const qg_key_cfg *key;
+    const qg_keyrec *key;         /* the key's version at the head: held to the end (keydir.h) */
     int tried[QG_MAX_ATTEMPTS];
     int attempts;
     qg_attempt_log failures;      /* what the failed attempts said */
@@ -750,7 +750,7 @@ static int plan_usage_splice(qg_exchange *ex, size_t open_off, qg_json_span so)
     return 0;
 }
 
-static bool model_allowed(const qg_key_cfg *k, const char *model)
+static bool model_allowed(const qg_keyrec *k, const char *model)
 {
     if (!k->n_models) return true;
     for (size_t i = 0; i < k->n_models; i++)
@@ -787,14 +787,20 @@ static int proxy_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const q
     qg_buf_init(&ex->err_body, 0);
     w->n_exchanges++;
     c->req_ud = ex;
-    ex->key = qg_keytab_auth(&gw->keys, qg_http_api_key(m));
+    ex->key = qg_keydir_auth(gw->keys, qg_http_api_key(m));
     if (!ex->key) {
         count_request(ex); /* answered: the refusal is a row like any other */
         finish_error(ex, 401, "invalid_api_key", "missing or unknown API key", 0);
         return QG_HEAD_ANSWERED;
     }
+    copy_field(ex->row->key_id, sizeof ex->row->key_id, ex->key->ent->id);
     copy_field(ex->row->key_name, sizeof ex->row->key_name, ex->key->name);
-    ex->kq = gw->keyq[ex->key - gw->cfg->keys];
+    if (ex->key->disabled || qg_keyrec_expired(ex->key, ex->row->ts_ms)) {
+        count_request(ex);
+        finish_error(ex, 403, "key_disabled", ex->key->disabled ? "this API key is disabled" : "this API key has expired", 0);
+        return QG_HEAD_ANSWERED;
+    }
+    ex->kq = ex->key->kq;
     qg_kq_refusal why;
     qg_kq_verdict v = qg_keyq_precheck(ex->kq, qg_now_ms(), &why);
     if (v != QG_KQ_OK) { /* decided from the head: the body is not read */
@@ -906,28 +912,38 @@ static int models_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const 
 {
     qg_gateway *gw = w->gw;
     bool anthropic = qg_http_header(m, "anthropic-version").p != NULL;
-    if (!qg_keytab_auth(&gw->keys, qg_http_api_key(m))) {
-        qg_respond_error(c, anthropic ? QG_DIALECT_ANTHROPIC : QG_DIALECT_OPENAI, 401, "invalid_api_key",
-                         "missing or unknown API key", 0);
+    qg_dialect d = anthropic ? QG_DIALECT_ANTHROPIC : QG_DIALECT_OPENAI;
+    const qg_keyrec *key = qg_keydir_auth(gw->keys, qg_http_api_key(m));
+    if (!key) {
+        qg_respond_error(c, d, 401, "invalid_api_key", "missing or unknown API key", 0);
         return QG_HEAD_ANSWERED;
     }
+    if (key->disabled || qg_keyrec_expired(key, qg_now_ms())) {
+        qg_respond_error(c, d, 403, "key_disabled", key->disabled ? "this API key is disabled" : "this API key has expired", 0);
+        return QG_HEAD_ANSWERED;
+    }
+    /* the models this key may use */
     qg_buf b;
     qg_buf_init(&b, 0);
     qg_buf_append(&b, anthropic ? "{\"data\":[" : "{\"object\":\"list\",\"data\":[", anthropic ? 9 : 25);
     const qg_router *r = &gw->router;
+    const char *first = NULL, *last = NULL;
     for (size_t i = 0; i < r->n_routes; i++) {
         const qg_route *rt = &r->routes[i];
+        if (!model_allowed(key, rt->model)) continue;
+        const char *sep = first ? "," : "";
+        if (!first) first = rt->model;
+        last = rt->model;
         if (anthropic)
             qg_buf_appendf(&b, "%s{\"type\":\"model\",\"id\":\"%s\",\"display_name\":\"%s\",\"created_at\":\"1970-01-01T00:00:00Z\"}",
-                           i ? "," : "", rt->model, rt->model);
+                           sep, rt->model, rt->model);
         else
-            qg_buf_appendf(&b, "%s{\"id\":\"%s\",\"object\":\"model\",\"created\":0,\"owned_by\":\"%s\"}", i ? "," : "",
+            qg_buf_appendf(&b, "%s{\"id\":\"%s\",\"object\":\"model\",\"created\":0,\"owned_by\":\"%s\"}", sep,
                            rt->model, rt->targets[0].p->name);
     }
     if (anthropic)
-        qg_buf_appendf(&b, "],\"has_more\":false,\"first_id\":%s%s%s,\"last_id\":%s%s%s}", r->n_routes ? "\"" : "",
-                       r->n_routes ? r->routes[0].model : "null", r->n_routes ? "\"" : "", r->n_routes ? "\"" : "",
-                       r->n_routes ? r->routes[r->n_routes - 1].model : "null", r->n_routes ? "\"" : "");
+        qg_buf_appendf(&b, "],\"has_more\":false,\"first_id\":%s%s%s,\"last_id\":%s%s%s}", first ? "\"" : "",
+                       first ? first : "null", first ? "\"" : "", last ? "\"" : "", last ? last : "null", last ? "\"" : "");
     else qg_buf_append(&b, "]}", 2);
     qg_respond_json(c, 200, b.data, b.len);
     qg_buf_free(&b);

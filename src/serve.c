@@ -32,6 +32,12 @@ static void ledger_notify_cb(void *ud)
     qg_ledger_poll(w->gw->ledger, w->id);
 }
 
+static void keystore_notify_cb(void *ud)
+{
+    qg_worker *w = ud;
+    qg_keystore_poll(w->gw->keystore, w->id);
+}
+
 static void dns_notify_cb(void *ud)
 {
     qg_worker *w = ud;
@@ -98,9 +104,11 @@ static int worker_init(qg_gateway *gw, qg_worker *w, int id)
                             .max_connections = cfg->limits.max_connections};
     qg_server_init(&w->srv, w->loop, gw->listen_fd, &qg_api_handler, w, &lim, &gw->conn_count, NULL);
     if (qg_notify_init(w->loop, &w->ctl, worker_ctl_cb, w) < 0 || qg_notify_init(w->loop, &w->ledger_notify, ledger_notify_cb, w) < 0 ||
-        qg_notify_init(w->loop, &w->dns_notify, dns_notify_cb, w) < 0)
+        qg_notify_init(w->loop, &w->dns_notify, dns_notify_cb, w) < 0 ||
+        qg_notify_init(w->loop, &w->keystore_notify, keystore_notify_cb, w) < 0)
         return -1;
     qg_ledger_attach(gw->ledger, id, &w->ledger_notify);
+    qg_keystore_attach(gw->keystore, id, &w->keystore_notify);
     qg_resolver_attach(gw->resolver, id, &w->dns_notify);
     qg_upstream_env env = {w->loop, gw->resolver, id, w->scratch, sizeof w->scratch};
     qg_upstream_opts uo = {.connect_ms = cfg->limits.upstream_connect_timeout_ms,
@@ -132,6 +140,7 @@ static void worker_free(qg_gateway *gw, qg_worker *w)
     if (w->ctl.io.fd > 0) qg_notify_close(w->loop, &w->ctl);
     if (w->ledger_notify.io.fd > 0) qg_notify_close(w->loop, &w->ledger_notify);
     if (w->dns_notify.io.fd > 0) qg_notify_close(w->loop, &w->dns_notify);
+    if (w->keystore_notify.io.fd > 0) qg_notify_close(w->loop, &w->keystore_notify);
     qg_loop_free(w->loop);
 }
 
@@ -183,23 +192,22 @@ typedef struct {
     int n;
 } key_load;
 
-/* A saved counter: the static key of that name, its policy of that signature. */
+/* A saved counter: the key of that id (O(1): keydir), its policy of that signature.  Counters
+ * of keys deleted since, or of policies edited away, match nothing. */
 static void load_key_counter(void *ud, const char *key, uint64_t policy, int64_t window, int64_t used, bool total)
 {
     key_load *kl = ud;
-    const qg_config *cfg = kl->gw->cfg;
-    for (size_t i = 0; i < cfg->n_keys; i++) {
-        if (strcmp(cfg->keys[i].name, key) != 0) continue;
-        qg_keyq *k = kl->gw->keyq[i];
-        if (total) qg_keyq_restore_total(k, used);
-        for (int p = 0; !total && p < k->n_p; p++) {
-            if (k->p[p].signature != policy) continue;
-            if (used == -1) qg_keyq_restore_pause(k, p, window); /* a saved pause: window = its end */
-            else qg_keyq_restore_window(k, p, window, used, kl->now);
-        }
-        kl->n++;
-        return;
+    qg_keyent *e = qg_keydir_by_id(kl->gw->keys, qg_slice_of(key));
+    const qg_keyrec *r = e ? qg_keyent_rec(e) : NULL;
+    if (!r) return;
+    qg_keyq *k = r->kq;
+    if (total) qg_keyq_restore_total(k, used);
+    for (int p = 0; !total && p < k->n_p; p++) {
+        if (k->p[p].signature != policy) continue;
+        if (used == -1) qg_keyq_restore_pause(k, p, window); /* a saved pause: window = its end */
+        else qg_keyq_restore_window(k, p, window, used, kl->now);
     }
+    kl->n++;
 }
 
 static void restore_key_counters(qg_gateway *gw)
@@ -237,10 +245,8 @@ int qg_serve(const char *config_path)
         gw->n_workers = QG_MIN(QG_MAX_WORKERS, qg_usable_cpus_explain(why, sizeof why));
         qg_info("workers: auto = %d: %s", gw->n_workers, why);
     }
-    qg_keytab_build(&gw->keys, cfg);
-    gw->keyq = qg_xcalloc(cfg->n_keys ? cfg->n_keys : 1, sizeof *gw->keyq);
-    for (size_t i = 0; i < cfg->n_keys; i++)
-        gw->keyq[i] = qg_keyq_new(cfg->keys[i].policies, cfg->keys[i].n_policies, cfg->keys[i].total_quota);
+    gw->keys = qg_keydir_new();
+    qg_keydir_add_config(gw->keys, cfg);
     qg_router_build(&gw->router, cfg);
     qg_accounts_build(&gw->accounts, cfg);
     qg_router_bind(&gw->router, account_of, &gw->accounts);
@@ -253,6 +259,11 @@ int qg_serve(const char *config_path)
     if (prepare_providers(gw) < 0) goto out;
     gw->ledger = qg_ledger_open(cfg->store_sqlite, cfg->limits.ledger_flush_ms, gw->n_workers, err, sizeof err);
     if (!gw->ledger) {
+        fprintf(stderr, "quotagate: %s\n", err);
+        goto out;
+    }
+    gw->keystore = qg_keystore_open(cfg->store_sqlite, gw->keys, gw->n_workers, err, sizeof err);
+    if (!gw->keystore) {
         fprintf(stderr, "quotagate: %s\n", err);
         goto out;
     }
@@ -284,7 +295,7 @@ int qg_serve(const char *config_path)
     char where[300];
     split_listen(cfg->listen_host, gw->listen_port, where, sizeof where);
     qg_info("quotagate listening on http://%s (%d workers, %zu providers, %zu models, %zu keys, store %s)", where,
-            gw->n_workers, cfg->n_providers, gw->router.n_routes, cfg->n_keys, cfg->store_sqlite);
+            gw->n_workers, cfg->n_providers, gw->router.n_routes, (size_t)qg_keydir_count(gw->keys), cfg->store_sqlite);
 
     int sig = 0;
     sigwait(&set, &sig);
@@ -314,6 +325,7 @@ out:
     qg_resolver_free(gw->resolver);
     for (int i = 0; gw->workers && i < gw->n_workers; i++) worker_free(gw, &gw->workers[i]);
     free(gw->workers);
+    qg_keystore_close(gw->keystore);
     if (gw->listen_fd > 0) close(gw->listen_fd);
     if (gw->ledger) {
         qg_accounts_save_all(&gw->accounts, gw->ledger, qg_now_ms()); /* the workers are gone: act for them */
@@ -324,9 +336,7 @@ out:
     for (size_t i = 0; gw->tls && i < cfg->n_providers; i++)
         if (gw->tls[i]) SSL_CTX_free(gw->tls[i]);
     free(gw->tls);
-    qg_keytab_free(&gw->keys);
-    for (size_t i = 0; gw->keyq && i < cfg->n_keys; i++) free(gw->keyq[i]);
-    free(gw->keyq);
+    qg_keydir_free(gw->keys);
     qg_router_free(&gw->router);
     qg_accounts_free(&gw->accounts);
     qg_config_free(gw->cfg);

@@ -94,7 +94,7 @@ static qg_kq_verdict refuse(qg_keyq *k, qg_qamount a, int64_t now, qg_kq_refusal
 }
 static uint64_t pause_of(qg_keyq *k) { return atomic_load(&k->pause); }
 static uint64_t pause_rec(int policy, int64_t until) { return (uint64_t)until << 5 | (uint64_t)(policy + 1); }
-static int64_t total_of(qg_keyq *k) { return atomic_load(&k->total_committed); }
+static int64_t total_of(qg_keyq *k) { return atomic_load(&k->sh->total_committed); }
 
 /* ---- boundaries ---- */
 

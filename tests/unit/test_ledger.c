@@ -104,11 +104,11 @@ static void raw_exec(sqlite3 *db, const char *sql)
 
 /* ledger_minute must be exactly the GROUP BY of the rows (ts_ms >= 0 in every test). */
 #define GROUP_BY_SQL                                                                                              \
-    "SELECT ts_ms/60000,coalesce(key_name,''),coalesce(account,''),coalesce(provider,''),coalesce(model,''),"   \
+    "SELECT ts_ms/60000,coalesce(key_id,''),coalesce(account,''),coalesce(provider,''),coalesce(model,''),"   \
     "count(*),coalesce(sum(prompt_tokens),0),coalesce(sum(completion_tokens),0),coalesce(sum(cached_tokens),0)," \
     "coalesce(sum(reasoning_tokens),0),min(id),max(id) FROM ledger GROUP BY 1,2,3,4,5"
 #define SUMMARY_SQL                                                                                         \
-    "SELECT minute,key_name,account,provider,model,requests,prompt_tokens,completion_tokens,cached_tokens," \
+    "SELECT minute,key_id,account,provider,model,requests,prompt_tokens,completion_tokens,cached_tokens," \
     "reasoning_tokens,min_id,max_id FROM ledger_minute"
 
 static void assert_summary_exact(sqlite3 *db)
@@ -137,6 +137,7 @@ static qg_ledger_row *make_row(int worker, int i)
     r->ts_ms = TS0 + (int64_t)i * 1000;
     snprintf(r->request_id, sizeof r->request_id, "w%d-%d", worker, i);
     qg_strlcpy(r->key_name, KEYS[i % 3], sizeof r->key_name);
+    qg_strlcpy(r->key_id, KEYS[i % 3], sizeof r->key_id);
     qg_strlcpy(r->account, ACCOUNTS[i % 2], sizeof r->account);
     qg_strlcpy(r->provider, PROVIDERS[i % 5], sizeof r->provider);
     qg_strlcpy(r->model, MODELS[i % 7], sizeof r->model);
@@ -223,7 +224,7 @@ static qg_usage_query query_of(const char *key, const char *account, const char 
                                int64_t since, int64_t until, int limit)
 {
     qg_usage_query q = {.since_ms = since, .until_ms = until, .limit = limit};
-    q.key_name = key ? qg_xstrdup(key) : NULL;
+    q.key_id = key ? qg_xstrdup(key) : NULL;
     q.account = account ? qg_xstrdup(account) : NULL;
     q.provider = provider ? qg_xstrdup(provider) : NULL;
     q.model = model ? qg_xstrdup(model) : NULL;
@@ -550,6 +551,7 @@ static void test_random_exactness(void **state)
         lr->ts_ms = r->ts;
         snprintf(lr->request_id, sizeof lr->request_id, "r-%d", i);
         qg_strlcpy(lr->key_name, RKEYS[r->key], sizeof lr->key_name);
+        qg_strlcpy(lr->key_id, RKEYS[r->key], sizeof lr->key_id);
         qg_strlcpy(lr->account, RACCTS[r->acct], sizeof lr->account);
         qg_strlcpy(lr->provider, RPROVS[r->prov], sizeof lr->provider);
         qg_strlcpy(lr->model, RMODELS[r->model], sizeof lr->model);
@@ -652,7 +654,7 @@ static void plan_of(sqlite3 *db, const qg_usage_query *q, bool totals, char *out
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, eqp, -1, &st, NULL) != SQLITE_OK) fail_msg("%s: %s", sql, sqlite3_errmsg(db));
     /* Bind like the ledger does (the plan does not depend on the values). */
-    if (q->key_name) sqlite3_bind_text(st, 1, q->key_name, -1, SQLITE_STATIC);
+    if (q->key_id) sqlite3_bind_text(st, 1, q->key_id, -1, SQLITE_STATIC);
     if (q->account) sqlite3_bind_text(st, 2, q->account, -1, SQLITE_STATIC);
     if (q->provider) sqlite3_bind_text(st, 3, q->provider, -1, SQLITE_STATIC);
     if (q->model) sqlite3_bind_text(st, 4, q->model, -1, SQLITE_STATIC);
@@ -689,7 +691,7 @@ static void test_explain_uses_indexes(void **state)
         const char *summary; /* how the totals read ledger_minute (autoindex_1: its primary key) */
         int edges;           /* ts ranges of the rows at the since/until edges */
     } cases[] = {
-        {{.key_name = "k"}, "SEARCH ledger_minute USING INDEX ledger_minute_key (key_name=?)", 0},
+        {{.key_id = "k"}, "SEARCH ledger_minute USING INDEX ledger_minute_key (key_id=?)", 0},
         {{.account = "a"}, "SEARCH ledger_minute USING INDEX ledger_minute_account (account=?)", 0},
         {{.provider = "p"}, "SEARCH ledger_minute USING INDEX ledger_minute_provider (provider=?)", 0},
         {{.model = "m"}, "SEARCH ledger_minute USING INDEX ledger_minute_model (model=?)", 0},
@@ -697,10 +699,10 @@ static void test_explain_uses_indexes(void **state)
         {{.until_ms = TS0}, "SEARCH ledger_minute USING INDEX sqlite_autoindex_ledger_minute_1 (minute<?)", 1},
         {{.since_ms = TS0, .until_ms = TS0 + 5},
          "SEARCH ledger_minute USING INDEX sqlite_autoindex_ledger_minute_1 (minute>? AND minute<?)", 2},
-        {{.key_name = "k", .since_ms = TS0}, "SEARCH ledger_minute USING INDEX ledger_minute_key (key_name=? AND minute>?)", 1},
+        {{.key_id = "k", .since_ms = TS0}, "SEARCH ledger_minute USING INDEX ledger_minute_key (key_id=? AND minute>?)", 1},
         {{.model = "m", .since_ms = TS0, .until_ms = TS0 + 5},
          "SEARCH ledger_minute USING INDEX ledger_minute_model (model=? AND minute>? AND minute<?)", 2},
-        {{.key_name = "k", .account = "a", .provider = "p", .model = "m", .since_ms = TS0, .until_ms = TS0 + 5},
+        {{.key_id = "k", .account = "a", .provider = "p", .model = "m", .since_ms = TS0, .until_ms = TS0 + 5},
          "SEARCH ledger_minute USING INDEX ledger_minute_", 2},
     };
     for (size_t c = 0; c < QG_ARRAY_LEN(cases); c++) {
@@ -722,7 +724,7 @@ static void test_explain_uses_indexes(void **state)
     plan_of(db, &none, false, plan, sizeof plan);
     assert_string_equal(plan, "SCAN ledger");
     /* And the SQL never contains a value. */
-    qg_usage_query evil = {.key_name = "alpha' OR 1=1 --", .model = "m", .since_ms = 123456789, .until_ms = 987654321};
+    qg_usage_query evil = {.key_id = "alpha' OR 1=1 --", .model = "m", .since_ms = 123456789, .until_ms = 987654321};
     for (int totals = 0; totals < 2; totals++) {
         char *sql = qg_ledger_query_sql(&evil, totals);
         assert_null(strstr(sql, "alpha"));
@@ -748,9 +750,9 @@ static void fill_big(const char *path, int n)
              "PRAGMA cache_size=-131072;"
              "DROP INDEX IF EXISTS ledger_ts; DROP TABLE IF EXISTS ledger_minute;"
              "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i<%d)"
-             " INSERT INTO ledger(ts_ms,request_id,key_name,provider,account,model,endpoint,stream,status,"
+             " INSERT INTO ledger(ts_ms,request_id,key_name,key_id,provider,account,model,endpoint,stream,status,"
              "prompt_tokens,completion_tokens,cached_tokens,cache_write_tokens,reasoning_tokens,usage_source,attempts,"
-             "ttfb_ms,total_ms) SELECT %lld+i*10,'big-'||i,'key-'||(i%%1000),'prov-'||(i%%3),'acct-'||(i%%7),"
+             "ttfb_ms,total_ms) SELECT %lld+i*10,'big-'||i,'key-'||(i%%1000),'key-'||(i%%1000),'prov-'||(i%%3),'acct-'||(i%%7),"
              "'model-'||(i%%11),'chat.completions',i%%2,200,100,50,10,0,0,'upstream',1,12.5,100.25 FROM c;"
              "PRAGMA user_version=2;",
              n, TS0);
@@ -816,11 +818,11 @@ static void test_heavy_query_does_not_delay_commits(void **state)
      * (`?1 IS NULL OR ...`, which no index can serve) against the ledger's totals now. */
     sqlite3 *db = raw_open(t->path);
     static const char old_where[] =
-        " WHERE (?1 IS NULL OR key_name=?1) AND (?2 IS NULL OR account=?2) AND (?3 IS NULL OR provider=?3)"
+        " WHERE (?1 IS NULL OR key_id=?1) AND (?2 IS NULL OR account=?2) AND (?3 IS NULL OR provider=?3)"
         " AND (?4 IS NULL OR model=?4) AND (?5 = 0 OR ts_ms >= ?5) AND (?6 = 0 OR ts_ms < ?6)";
     char old_sql[512];
     snprintf(old_sql, sizeof old_sql, "SELECT count(*),total(prompt_tokens),total(completion_tokens) FROM ledger%s", old_where);
-    qg_usage_query kq = {.key_name = "key-7"}, aq = {0};
+    qg_usage_query kq = {.key_id = "key-7"}, aq = {0};
     char *new_sql = qg_ledger_query_sql(&kq, true), *all_sql = qg_ledger_query_sql(&aq, true);
     int64_t c_old, c_new, c_all;
     double old_ms = time_raw_ms(db, old_sql, "key-7", &c_old);
@@ -1099,8 +1101,8 @@ static void test_schema_migration(void **state)
         char *text = capture_stderr_end(saved, errpath);
         if (!l) fail_msg("open: %s", err);
         char want[160];
-        snprintf(want, sizeof want, "migrated the ledger schema from version %d to 3", version);
-        if (!strstr(text, want) || !strstr(text, "summarized 6 rows into 4 per-minute rows in "))
+        snprintf(want, sizeof want, "migrated the schema from version %d to 4 (6 ledger rows)", version);
+        if (!strstr(text, want))
             fail_msg("version %d: log \"%s\"", version, text);
         free(text);
         harness h;
@@ -1124,6 +1126,7 @@ static void test_schema_migration(void **state)
         row->ts_ms = 1700000045000LL;
         qg_strlcpy(row->request_id, "new-1", sizeof row->request_id);
         qg_strlcpy(row->key_name, "beta", sizeof row->key_name);
+        qg_strlcpy(row->key_id, "beta", sizeof row->key_id);
         qg_strlcpy(row->account, "acct-a", sizeof row->account);
         qg_strlcpy(row->provider, "openai", sizeof row->provider);
         qg_strlcpy(row->model, "gpt-4o", sizeof row->model);
@@ -1136,7 +1139,9 @@ static void test_schema_migration(void **state)
         harness_free(&h);
         qg_ledger_close(l);
         sqlite3 *db = raw_open(t->path);
-        assert_int_equal(raw_int(db, "PRAGMA user_version"), 3);
+        assert_int_equal(raw_int(db, "PRAGMA user_version"), 4);
+        assert_int_equal(raw_int(db, "SELECT count(*) FROM ledger WHERE key_id IS NOT key_name"), 0);
+        assert_int_equal(raw_int(db, "SELECT count(*) FROM api_key"), 0);
         assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE type='index' AND name IN "
                                      "('ledger_key_ts','ledger_account_ts','ledger_provider_ts','ledger_model_ts')"),
                          0);
@@ -1144,8 +1149,8 @@ static void test_schema_migration(void **state)
         assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE type='index' AND name='ledger_ts'"), 1);
         assert_int_equal(raw_int(db, "SELECT count(*) FROM ledger"), 7);
         assert_int_equal(raw_int(db, "SELECT count(*) FROM ledger_minute"), 4);
-        assert_int_equal(raw_int(db, "SELECT requests FROM ledger_minute WHERE key_name='' AND provider=''"), 2);
-        assert_int_equal(raw_int(db, "SELECT requests FROM ledger_minute WHERE key_name='beta' AND account='acct-a'"), 3);
+        assert_int_equal(raw_int(db, "SELECT requests FROM ledger_minute WHERE key_id='' AND provider=''"), 2);
+        assert_int_equal(raw_int(db, "SELECT requests FROM ledger_minute WHERE key_id='beta' AND account='acct-a'"), 3);
         assert_summary_exact(db);
         sqlite3_close(db);
     }
@@ -1168,7 +1173,60 @@ static void test_schema_migration(void **state)
     assert_non_null(strstr(err, "schema version 99"));
 }
 
+static void count_counter(void *ud, const char *key, uint64_t policy, int64_t window, int64_t used, bool total)
+{
+    int64_t *seen = ud;
+    if (!strcmp(key, "beta") && policy == 7 && window == 100 && used == 42 && !total) seen[0]++;
+    if (!strcmp(key, "beta") && total && used == 5000) seen[1]++;
+}
+
+/* A version-3 file (issue 14's build: keys named by name everywhere) keeps its rows, its
+ * summary and its key counters under the key ids (= the static keys' names). */
+static void test_schema_v3_to_v4(void **state)
+{
+    tmpdb *t = *state;
+    write_old_file(t->path, 1);
+    sqlite3 *db = raw_open(t->path);
+    raw_exec(db, "CREATE TABLE ledger_minute (minute INTEGER NOT NULL, key_name TEXT NOT NULL, account TEXT NOT NULL,"
+                 " provider TEXT NOT NULL, model TEXT NOT NULL, requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,"
+                 " completion_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL,"
+                 " min_id INTEGER NOT NULL, max_id INTEGER NOT NULL, PRIMARY KEY(minute, key_name, account, provider, model));"
+                 "INSERT INTO ledger_minute SELECT ts_ms/60000-(ts_ms%60000<0),coalesce(key_name,''),coalesce(account,''),"
+                 "coalesce(provider,''),coalesce(model,''),count(*),total(prompt_tokens),total(completion_tokens),"
+                 "total(cached_tokens),total(reasoning_tokens),min(id),max(id) FROM ledger GROUP BY 1,2,3,4,5;"
+                 "CREATE INDEX ledger_minute_key ON ledger_minute(key_name, minute);"
+                 "CREATE TABLE key_window (key_name TEXT NOT NULL, policy INTEGER NOT NULL, window INTEGER NOT NULL,"
+                 " used INTEGER NOT NULL, PRIMARY KEY(key_name, policy, window));"
+                 "CREATE TABLE key_total (key_name TEXT PRIMARY KEY, used INTEGER NOT NULL);"
+                 "CREATE TABLE key_pause (key_name TEXT PRIMARY KEY, policy INTEGER NOT NULL, until_ms INTEGER NOT NULL);"
+                 "INSERT INTO key_window VALUES('beta',7,100,42); INSERT INTO key_total VALUES('beta',5000);"
+                 "PRAGMA user_version=3;");
+    sqlite3_close(db);
+    char err[256] = "";
+    qg_ledger *l = qg_ledger_open(t->path, 50, NW, err, sizeof err);
+    if (!l) fail_msg("open: %s", err);
+    harness h;
+    harness_init(&h, l);
+    result r;
+    ask(&h, 0, query_of("beta", NULL, NULL, NULL, 0, 0, 10), &r);
+    assert_int_equal(json_int(r.json, "requests"), 3);
+    assert_int_equal(json_int(r.json, "prompt_tokens"), 110);
+    result_free(&r);
+    harness_free(&h);
+    qg_ledger_close(l);
+    int64_t seen[2] = {0, 0};
+    assert_true(qg_ledger_load_key_counters(t->path, count_counter, seen, err, sizeof err) >= 2);
+    assert_int_equal(seen[0], 1);
+    assert_int_equal(seen[1], 1);
+    db = raw_open(t->path);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), 4);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM ledger WHERE key_id IS NOT key_name"), 0);
+    assert_summary_exact(db);
+    sqlite3_close(db);
+}
+
 int main(void)
+
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_two_workers_rows_written_once, tmpdb_setup, tmpdb_teardown),
@@ -1180,6 +1238,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_backlog_and_accepting, tmpdb_setup, tmpdb_teardown),
         cmocka_unit_test_setup_teardown(test_failed_commit_retried, tmpdb_setup, tmpdb_teardown),
         cmocka_unit_test_setup_teardown(test_schema_migration, tmpdb_setup, tmpdb_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_v3_to_v4, tmpdb_setup, tmpdb_teardown),
     };
     if (getenv("QG_TEST_FILTER")) cmocka_set_test_filter(getenv("QG_TEST_FILTER")); /* e.g. test_filters */
     return cmocka_run_group_tests(tests, NULL, NULL);

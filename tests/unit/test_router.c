@@ -9,7 +9,11 @@
  */
 #include "testutil.h"
 #include "config.h"
+#include "keydir.h"
 #include "keys.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
 #include "router.h"
 
 static qg_config *load(const char *yaml)
@@ -416,69 +420,185 @@ static void test_large_weights_keep_proportions(void **state)
 
 /* ---- keys ---- */
 
-static void test_keytab(void **state)
+static const qg_keyrec *auth(const qg_keydir *d, const char *s) { return qg_keydir_auth(d, qg_slice_of(s)); }
+
+static void test_keydir(void **state)
 {
     qg_config *cfg = load(ONE_PROVIDER "keys:\n"
                           "  - { name: k1, key: sk-client-0001 }\n"
                           "  - { name: k2, key: sk-client-0002, models: [m] }\n"
-                          "  - { name: k3, key: SK-CLIENT-0001 }\n");
-    qg_keytab t;
-    qg_keytab_build(&t, cfg);
-    assert_ptr_equal(qg_keytab_auth(&t, S("sk-client-0001")), &cfg->keys[0]);
-    assert_ptr_equal(qg_keytab_auth(&t, S("sk-client-0002")), &cfg->keys[1]);
-    assert_ptr_equal(qg_keytab_auth(&t, S("SK-CLIENT-0001")), &cfg->keys[2]); /* case matters */
-    assert_string_equal(qg_keytab_auth(&t, S("sk-client-0002"))->name, "k2");
-    assert_null(qg_keytab_auth(&t, S("sk-client-0003")));
-    assert_null(qg_keytab_auth(&t, S("sk-client-000")));
-    assert_null(qg_keytab_auth(&t, S("sk-client-00011")));
-    assert_null(qg_keytab_auth(&t, S("sk-client-0001 ")));
-    assert_null(qg_keytab_auth(&t, S("")));
-    assert_null(qg_keytab_auth(&t, (qg_slice){NULL, 0}));
+                          "  - { name: k3, key: SK-CLIENT-0001, status: disabled, expires_at: 2030-01-01T00:00:00Z }\n");
+    qg_keydir *d = qg_keydir_new();
+    qg_keydir_add_config(d, cfg);
+    assert_int_equal(qg_keydir_count(d), 3);
+    assert_string_equal(auth(d, "sk-client-0001")->name, "k1");
+    assert_string_equal(auth(d, "sk-client-0002")->name, "k2");
+    assert_string_equal(auth(d, "SK-CLIENT-0001")->name, "k3"); /* case matters */
+    assert_true(auth(d, "SK-CLIENT-0001")->disabled);
+    assert_int_equal(auth(d, "SK-CLIENT-0001")->expires_ms, 1893456000000LL);
+    assert_true(auth(d, "sk-client-0001")->from_config);
+    assert_string_equal(auth(d, "sk-client-0002")->ent->id, "k2"); /* a config key's id is its name */
+    assert_int_equal(auth(d, "sk-client-0002")->n_models, 1);
+    assert_null(auth(d, "sk-client-0003"));
+    assert_null(auth(d, "sk-client-000"));
+    assert_null(auth(d, "sk-client-00011"));
+    assert_null(auth(d, "sk-client-0001 "));
+    assert_null(auth(d, ""));
+    assert_null(qg_keydir_auth(d, (qg_slice){NULL, 0}));
     /* Only the slice's bytes count. */
-    assert_ptr_equal(qg_keytab_auth(&t, (qg_slice){"sk-client-0002\r\nX: y", 14}), &cfg->keys[1]);
-    /* Direct lookup by hash. */
-    uint8_t h[32];
-    qg_key_hash("sk-client-0002", 14, h);
-    assert_ptr_equal(qg_keytab_find(&t, h), &cfg->keys[1]);
-    h[31] ^= 1;
-    assert_null(qg_keytab_find(&t, h));
+    assert_string_equal(qg_keydir_auth(d, (qg_slice){"sk-client-0002\r\nX: y", 14})->name, "k2");
     /* Over-long presented secrets are refused without hashing. */
     char big[600];
     memset(big, 'k', sizeof big);
-    assert_null(qg_keytab_auth(&t, (qg_slice){big, sizeof big}));
-    qg_keytab_free(&t);
+    assert_null(qg_keydir_auth(d, (qg_slice){big, sizeof big}));
+    /* by id */
+    qg_keyent *e = qg_keydir_by_id(d, S("k2"));
+    assert_non_null(e);
+    assert_ptr_equal(qg_keyent_rec(e), auth(d, "sk-client-0002"));
+    assert_null(qg_keydir_by_id(d, S("k4")));
+    /* an edit publishes a new version sharing the counters; the old one stays readable */
+    const qg_keyrec *old = qg_keyent_rec(e);
+    qg_key_cfg edited = {.name = "k2-renamed", .total_quota = -1, .disabled = true};
+    qg_keyrec *nv = qg_keyrec_new(&edited, old);
+    qg_keydir_publish(d, e, nv);
+    assert_string_equal(auth(d, "sk-client-0002")->name, "k2-renamed");
+    assert_true(auth(d, "sk-client-0002")->disabled);
+    assert_string_equal(old->name, "k2");       /* still valid for whoever holds it */
+    assert_ptr_equal(nv->kq->sh, old->kq->sh);  /* one set of counters across versions */
+    /* same id or same hash: refused */
+    uint8_t h[32];
+    qg_key_hash("sk-client-0001", 14, h);
+    qg_key_cfg fresh = {.name = "x", .total_quota = -1};
+    qg_keyrec *r = qg_keyrec_new(&fresh, NULL);
+    assert_int_equal(qg_keydir_add(d, "key_0000000000000001", "qg-", h, r), -1);
+    h[0] ^= 1;
+    assert_int_equal(qg_keydir_add(d, "k1", "qg-", h, r), -1);
+    assert_int_equal(qg_keydir_add(d, "key_0000000000000001", "qg-abc", h, r), 0);
+    assert_string_equal(qg_keydir_by_id(d, S("key_0000000000000001"))->prefix, "qg-abc");
+    /* delete: the secret stops working, the entry stays (deleted) */
+    qg_keydir_publish(d, qg_keydir_by_id(d, S("k1")), NULL);
+    assert_null(auth(d, "sk-client-0001"));
+    assert_non_null(qg_keydir_by_id(d, S("k1")));
+    assert_null(qg_keyent_rec(qg_keydir_by_id(d, S("k1"))));
+    assert_int_equal(qg_keydir_count(d), 4);
+    qg_keydir_free(d);
     qg_config_free(cfg);
 
     /* No keys at all: every secret is unknown. */
-    cfg = load(ONE_PROVIDER);
-    qg_keytab_build(&t, cfg);
-    assert_null(qg_keytab_auth(&t, S("sk-client-0001")));
-    qg_keytab_free(&t);
-    qg_config_free(cfg);
+    d = qg_keydir_new();
+    assert_null(auth(d, "sk-client-0001"));
+    assert_null(qg_keydir_by_id(d, S("k1")));
+    qg_keydir_free(d);
 }
 
-static void test_keytab_many(void **state)
+/* The writer grows both tables many times while a reader looks keys up: every key the
+ * reader saw published is found on every later lookup (ASan/TSan-friendly: no locks). */
+typedef struct {
+    qg_keydir *d;
+    _Atomic int published;
+    _Atomic bool done;
+    int misses;
+} grow_state;
+
+static void key_secret(int i, char *s, size_t n) { snprintf(s, n, "qg-test-secret-%08d", i); }
+
+static void *grow_reader(void *arg)
 {
-    qg_buf y;
-    qg_buf_init(&y, 0);
-    qg_buf_puts(&y, ONE_PROVIDER "keys:\n");
-    for (int i = 0; i < 500; i++) qg_buf_appendf(&y, "  - { name: key%d, key: sk-secret-%06d }\n", i, i * 7919);
-    qg_buf_append(&y, "", 1);
-    qg_config *cfg = load(y.data);
-    assert_int_equal(cfg->n_keys, 500);
-    qg_keytab t;
-    qg_keytab_build(&t, cfg);
-    for (int i = 0; i < 500; i++) {
-        char s[32];
-        snprintf(s, sizeof s, "sk-secret-%06d", i * 7919);
-        const qg_key_cfg *k = qg_keytab_auth(&t, qg_slice_of(s));
-        assert_ptr_equal(k, &cfg->keys[i]);
-        snprintf(s, sizeof s, "sk-secret-%06d", i * 7919 + 1);
-        assert_null(qg_keytab_auth(&t, qg_slice_of(s)));
+    grow_state *g = arg;
+    unsigned x = 1;
+    while (!atomic_load(&g->done)) {
+        int n = atomic_load(&g->published);
+        if (!n) continue;
+        x = x * 1103515245 + 12345;
+        int i = (int)(x % (unsigned)n);
+        char s[40], id[40];
+        key_secret(i, s, sizeof s);
+        snprintf(id, sizeof id, "key_%016x", i);
+        const qg_keyrec *r = qg_keydir_auth(g->d, qg_slice_of(s));
+        if (!r || strcmp(r->ent->id, id) != 0 || !qg_keydir_by_id(g->d, qg_slice_of(id))) g->misses++;
     }
-    qg_keytab_free(&t);
-    qg_config_free(cfg);
-    qg_buf_free(&y);
+    return NULL;
+}
+
+static void test_keydir_grows_under_readers(void **state)
+{
+    enum { N = 20000 };
+    grow_state g = {.d = qg_keydir_new()};
+    pthread_t th;
+    pthread_create(&th, NULL, grow_reader, &g);
+    for (int i = 0; i < N; i++) {
+        char s[40], id[40];
+        key_secret(i, s, sizeof s);
+        snprintf(id, sizeof id, "key_%016x", i);
+        uint8_t h[32];
+        qg_key_hash(s, strlen(s), h);
+        qg_key_cfg k = {.name = id, .total_quota = -1};
+        assert_int_equal(qg_keydir_add(g.d, id, "qg-test", h, qg_keyrec_new(&k, NULL)), 0);
+        atomic_store(&g.published, i + 1);
+    }
+    atomic_store(&g.done, true);
+    pthread_join(th, NULL);
+    assert_int_equal(g.misses, 0);
+    assert_int_equal(qg_keydir_count(g.d), N);
+    for (uint32_t i = 0; i < N; i += 997) assert_int_equal(qg_keydir_at(g.d, i)->seq, i);
+    qg_keydir_free(g.d);
+}
+
+static int spec(const char *body, qg_key_spec *s, qg_buf *e) { return qg_key_spec_parse(body, strlen(body), s, e); }
+
+/* An admin body: the config's validation, null clears, no ${ENV}, JSON objects only. */
+static void test_key_spec_parse(void **state)
+{
+    qg_key_spec s;
+    qg_buf e;
+    qg_buf_init(&e, 0);
+    assert_int_equal(spec("{\"name\":\"ci\",\"models\":[\"m\"],\"total_quota\":12.5,"
+                          "\"expires_at\":\"2030-01-01T00:00:00Z\",\"status\":\"disabled\","
+                          "\"policies\":[{\"period\":\"90m\",\"limit\":10,\"unit\":\"requests\"}]}",
+                          &s, &e),
+                     0);
+    assert_string_equal(s.k.name, "ci");
+    assert_int_equal(s.k.n_models, 1);
+    assert_true(s.k.total_quota == 12.5);
+    assert_true(s.k.disabled);
+    assert_int_equal(s.k.expires_ms, 1893456000000LL);
+    assert_int_equal(s.k.n_policies, 1);
+    assert_int_equal(s.k.policies[0].minutes, 90);
+    assert_int_equal(s.present, QG_KS_NAME | QG_KS_MODELS | QG_KS_TOTAL | QG_KS_EXPIRES | QG_KS_STATUS | QG_KS_POLICIES);
+    qg_key_spec_free(&s);
+    /* null: present, cleared */
+    assert_int_equal(spec("{\"total_quota\":null,\"models\":null}", &s, &e), 0);
+    assert_int_equal(s.present, QG_KS_TOTAL | QG_KS_MODELS);
+    assert_true(s.k.total_quota < 0);
+    assert_int_equal(s.k.n_models, 0);
+    qg_key_spec_free(&s);
+    /* ${ENV} stays literal */
+    setenv("QG_SPEC_SECRET", "leaked", 1);
+    assert_int_equal(spec("{\"models\":[\"${QG_SPEC_SECRET}\"]}", &s, &e), 0);
+    assert_string_equal(s.k.models[0], "${QG_SPEC_SECRET}");
+    qg_key_spec_free(&s);
+    /* refusals name the field */
+    static const struct { const char *body, *want; } bad[] = {
+        {"name: x", "expected a JSON object"},
+        {"[1]", "expected a JSON object"},
+        {"{\"nam\":\"x\"}", "nam"},
+        {"{\"key\":\"sk-secret-123\"}", "key"},
+        {"{\"policies\":[{\"period\":\"fortnight\",\"limit\":1}]}", "policies[0].period"},
+        {"{\"policies\":[{\"period\":\"daily\"}]}", "policies[0].limit"},
+        {"{\"status\":\"paused\"}", "status"},
+        {"{\"total_quota\":-1}", "total_quota"},
+        {"{\"expires_at\":\"tomorrow\"}", "expires_at"},
+        {"{\"name\":\"a b\"}", "name"},
+        {"{\"name\":", "body"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        e.len = 0;
+        if (qg_key_spec_parse(bad[i].body, strlen(bad[i].body), &s, &e) != -1) fail_msg("accepted %s", bad[i].body);
+        qg_buf_append(&e, "", 1);
+        if (!strstr(e.data, bad[i].want)) fail_msg("%s: message \"%s\" lacks %s", bad[i].body, e.data, bad[i].want);
+        qg_key_spec_free(&s);
+    }
+    qg_buf_free(&e);
 }
 
 static void test_secret_equal(void **state)
@@ -505,8 +625,9 @@ int main(void)
         cmocka_unit_test(test_wrr_counts_and_slots),
         cmocka_unit_test(test_wrr_with_tried),
         cmocka_unit_test(test_large_weights_keep_proportions),
-        cmocka_unit_test(test_keytab),
-        cmocka_unit_test(test_keytab_many),
+        cmocka_unit_test(test_keydir),
+        cmocka_unit_test(test_keydir_grows_under_readers),
+        cmocka_unit_test(test_key_spec_parse),
         cmocka_unit_test(test_secret_equal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
