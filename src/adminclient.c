@@ -156,6 +156,12 @@ static int take_body(qg_buf *b, qg_body_kind kind, int64_t content_length, size_
 int qg_admin_request(const qg_admin_peer *p, const char *method, const char *path, const char *agent, qg_buf *body,
                      int *status, char *why, size_t cap)
 {
+    return qg_admin_request_body(p, method, path, agent, NULL, 0, body, status, why, cap);
+}
+
+int qg_admin_request_body(const qg_admin_peer *p, const char *method, const char *path, const char *agent,
+                          const char *req_body, size_t req_len, qg_buf *body, int *status, char *why, size_t cap)
+{
     if (p->port <= 0) return fail_why(why, cap, "the config listens on port 0, chosen at start-up");
     int fd = dial(p->host, p->port, why, cap);
     if (fd < 0) return -1;
@@ -164,9 +170,12 @@ int qg_admin_request(const qg_admin_peer *p, const char *method, const char *pat
     qg_buf_init(&req, 0);
     qg_buf_appendf(&req, "%s %s HTTP/1.1\r\nHost: %s\r\n", method, path, p->where);
     if (p->token && *p->token) qg_buf_appendf(&req, "Authorization: Bearer %s\r\n", p->token);
-    if (!strcmp(method, "POST") || !strcmp(method, "PUT") || !strcmp(method, "PATCH"))
+    if (req_body)
+        qg_buf_appendf(&req, "Content-Type: application/json\r\nContent-Length: %zu\r\n", req_len);
+    else if (!strcmp(method, "POST") || !strcmp(method, "PUT") || !strcmp(method, "PATCH"))
         qg_buf_puts(&req, "Content-Length: 0\r\n");
     qg_buf_appendf(&req, "Accept: application/json\r\nUser-Agent: %s\r\nConnection: close\r\n\r\n", agent);
+    if (req_body) qg_buf_append(&req, req_body, req_len); /* one send: head and body together */
     qg_http_msg m;
     int head = send_all(fd, req.data, req.len, why, cap) < 0 ? -1 : read_response(fd, body, &m, head_request, why, cap);
     qg_buf_free(&req);

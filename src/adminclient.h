@@ -25,15 +25,19 @@ typedef struct {
  * The peer borrows cfg's token: keep cfg alive while the peer is used. */
 void qg_admin_peer_of(const qg_config *cfg, qg_admin_peer *p);
 
-/* One exchange: `METHOD path` (no request body; a POST says Content-Length: 0) with
- * `Authorization: Bearer <token>`, `Connection: close` and User-Agent `agent`.  Connecting,
- * and each send and receive after it, time out after 3 s, the whole exchange after 10 s.
- * body: a qg_buf the caller initialised (its max bounds the answer).
+/* One exchange: `METHOD path` (no request body; a POST, PUT or PATCH says Content-Length: 0)
+ * with `Authorization: Bearer <token>`, `Connection: close` and User-Agent `agent`.
+ * Connecting, and each send and receive after it, time out after 3 s, the whole exchange
+ * after 10 s.  body: a qg_buf the caller initialised (its max bounds the answer).
  * Returns 0 with *status the HTTP status and body holding the response body (chunked
  * framing decoded); -1 if no connection was made; -2 if the exchange failed after it.
  * why gets the reason on failure. */
 int qg_admin_request(const qg_admin_peer *p, const char *method, const char *path, const char *agent, qg_buf *body,
                      int *status, char *why, size_t cap);
+/* The same with a JSON request body: req (req_len bytes) goes after the head, with
+ * Content-Type: application/json and its Content-Length.  req NULL: as qg_admin_request. */
+int qg_admin_request_body(const qg_admin_peer *p, const char *method, const char *path, const char *agent,
+                          const char *req, size_t req_len, qg_buf *body, int *status, char *why, size_t cap);
 
 /* The "code" and "message" of an OpenAI-style error body ({"error":{...}}); "" when absent.
  * Either output may be NULL. */

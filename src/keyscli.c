@@ -1,11 +1,14 @@
 /*
- * keyscli.c — `quotagate keys`: the running gateway's API keys and their quota policies, and
- * the manual reset.  See keyscli.h and docs/keys-cli.md.
+ * keyscli.c — `quotagate keys`: the running gateway's API keys and their quota policies,
+ * the manual reset, and the admin-managed keys (create, update, disable, enable, delete).
+ * See keyscli.h and docs/keys-cli.md.
  *
- * list, show and reset are one request each to the gateway the config names (its listen
- * address, with its admin_token), through adminclient.h's blocking client; the JSON that
- * comes back (keyadmin.c's shape) is read into plain structs, then printed.  With --json
- * the body is printed as received.
+ * Every subcommand is one request to the gateway the config names (its listen address,
+ * with its admin_token), through adminclient.h's blocking client.  create and update send
+ * a JSON body built here from the options: strings escaped by qg_buf_json_str, amounts,
+ * times and policy specs checked first, so a typo is a usage error before any request.
+ * The JSON that comes back (the key object of the admin API) is read into plain structs,
+ * then printed.  With --json the body is printed as received.
  */
 #include "keyscli.h"
 
@@ -14,6 +17,7 @@
 #include "timefmt.h"
 
 #include <getopt.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,76 +27,141 @@
 
 /* ---- the commands and their help ---- */
 
-enum { SC_LIST, SC_SHOW, SC_RESET, SC_LATER };
+enum { SC_LIST, SC_SHOW, SC_RESET, SC_CREATE, SC_UPDATE, SC_DISABLE, SC_ENABLE, SC_DELETE };
 
 typedef struct {
     const char *name;
     int kind;
     const char *args;   /* after the name, in the usage line */
     const char *what;   /* the paragraph under it */
+    const char *opts;   /* its own options, before the common ones; NULL: none */
 } subcmd;
+
+static const char spec_text[] =
+    "SPEC: KEY=VALUE pairs joined by commas; period and limit are required:\n"
+    "  period=P                daily, weekly, monthly, 5h, or minutes such as 90m\n"
+    "  limit=N                 what one window allows, in the unit (usd: dollars, e.g. 1.50)\n"
+    "  unit=U                  tokens (the default), requests or usd\n"
+    "  anchor=T                where the windows are aligned: RFC 3339 with an offset, e.g.\n"
+    "                          2026-01-01T00:00:00+08:00 (default 1970-01-01T00:00:00Z)\n"
+    "  boundary=B              strict (the default): a request is admitted only if its\n"
+    "                          estimate fits what is left; graceful: while anything is left\n"
+    "  on_exhausted=E          reject (the default): refuse until the reset; disable: pause\n"
+    "                          the key\n"
+    "  auto_resume=R           true (the default): a paused key resumes at the reset; false:\n"
+    "                          it waits for `quotagate keys reset ID`\n"
+    "e.g. --policy period=daily,limit=100000 --policy period=5h,limit=50,unit=requests\n"
+    "A SPEC that starts with '{' is a JSON policy object, sent as it is:\n"
+    "  --policy '{\"period\":\"monthly\",\"limit\":1.5,\"unit\":\"usd\"}'\n";
 
 static const subcmd subcmds[] = {
     {"list", SC_LIST, "[-c FILE] [--json]",
-     "Every key of the running gateway (GET /admin/keys): its id, status, and per policy what\n"
-     "is used of the limit and when the current window resets; a total quota; a pause.\n"},
-    {"show", SC_SHOW, "ID [-c FILE] [--json]",
-     "One key with every field (GET /admin/keys/ID).  A key's id is its name.\n"},
+     "Every key of the running gateway (GET /admin/keys): its id, status, source and secret\n"
+     "prefix, per policy what is used of the limit and when the current window resets; a\n"
+     "total quota; an expiry; a pause.\n",
+     NULL},
+    {"show", SC_SHOW, "ID [-c FILE] [--json]", "One key with every field (GET /admin/keys/ID).\n", NULL},
     {"reset", SC_RESET, "ID [-c FILE] [--json]",
      "The manual reset (POST /admin/keys/ID/reset): zeroes the key's current policy windows\n"
      "and ends its pause (on_exhausted: disable with auto_resume: false waits for this), in the\n"
-     "gateway and in its store; the total quota is not touched.  Prints the key after it.\n"},
-    {"create", SC_LATER, "...", NULL},
-    {"disable", SC_LATER, "...", NULL},
-    {"enable", SC_LATER, "...", NULL},
-    {"delete", SC_LATER, "...", NULL},
+     "gateway and in its store; the total quota is not touched.  Works on keys from the config\n"
+     "too.  Prints the key after it.\n",
+     NULL},
+    {"create", SC_CREATE,
+     "NAME [--model M]... [--total-quota USD] [--expires-at RFC3339] [--disabled] [--policy SPEC]... "
+     "[-c FILE] [--json]",
+     "A new admin key (POST /admin/keys) named NAME (1 to 63 characters, no control\n"
+     "characters); the gateway gives it an id, key_<hex>.  Prints its id, name and secret\n"
+     "(qg-<48 hex>), then the key as `show` prints it.  The secret is shown this once and\n"
+     "never again: store it now.  Without --model the key may use any model; without --policy\n"
+     "it has no periodic limit.  --json prints the gateway's answer, the secret included\n"
+     "(\"key\").\n",
+     "      --model M           allow model M (repeat for more; default: any model)\n"
+     "      --total-quota USD   a spending limit in dollars over the key's life (never\n"
+     "                          resets), e.g. 25 or 0.50\n"
+     "      --expires-at T      the key stops working at T: RFC 3339 with an offset, e.g.\n"
+     "                          2027-01-01T00:00:00Z or 2027-01-01T08:00:00+08:00\n"
+     "      --disabled          create it disabled (`quotagate keys enable ID` turns it on)\n"
+     "      --policy SPEC       a periodic quota policy (repeat for more, at most 16): SPEC\n"
+     "                          below\n"},
+    {"update", SC_UPDATE,
+     "ID [--name N] [--model M]... [--no-models] [--total-quota USD|none] [--expires-at T|none] "
+     "[--policy SPEC]... [--no-policies] [--status active|disabled] [-c FILE] [--json]",
+     "Changes an admin key (PATCH /admin/keys/ID): only the fields given are sent, the others\n"
+     "stay as they are.  --policy replaces the key's whole list of policies with the ones\n"
+     "given, --model its whole list of models.  Prints the key after.  A key from the config\n"
+     "cannot be changed here (409 key_from_config): edit the config file.\n",
+     "      --name N            rename the key (its id stays)\n"
+     "      --model M           allow only these models (repeat for more)\n"
+     "      --no-models         allow any model again (models: null)\n"
+     "      --total-quota USD   the spending limit in dollars over the key's life; none\n"
+     "                          removes it\n"
+     "      --expires-at T      the expiry (RFC 3339 with an offset); none removes it\n"
+     "      --policy SPEC       the key's new policies (repeat for more, at most 16): SPEC\n"
+     "                          below\n"
+     "      --no-policies       remove every policy (policies: [])\n"
+     "      --status S          active or disabled (what `keys enable` / `keys disable` do)\n"},
+    {"disable", SC_DISABLE, "ID [-c FILE] [--json]",
+     "Disables an admin key (POST /admin/keys/ID/disable): its requests are refused with 403\n"
+     "key_disabled until `quotagate keys enable ID`.  Prints the key after.  A key from the\n"
+     "config cannot be disabled here (409 key_from_config).\n",
+     NULL},
+    {"enable", SC_ENABLE, "ID [-c FILE] [--json]",
+     "Enables a disabled admin key again (POST /admin/keys/ID/enable).  A key that has expired\n"
+     "or that a policy paused stays so: its status says which.  Prints the key after.\n",
+     NULL},
+    {"delete", SC_DELETE, "ID [-c FILE] [--json]",
+     "Deletes an admin key (DELETE /admin/keys/ID): its secret is refused from then on (401\n"
+     "invalid_api_key).  Prints \"deleted ID\".  A key from the config cannot be deleted here\n"
+     "(409 key_from_config): remove it from the config file.\n",
+     NULL},
 };
 
-static const char later_text[] =
-    "admin-managed keys are not available in this version; keys come from the config (keys:)";
-
 static const char options_text[] =
-    "  -c, --config FILE   the YAML configuration (default ./quotagate.yaml): the gateway is\n"
-    "                      asked at its listen address, with its admin_token\n"
-    "      --json          print the gateway's JSON (its answer as received) instead of text\n"
-    "  -h, --help          print this text\n";
+    "  -c, --config FILE       the YAML configuration (default ./quotagate.yaml): the gateway\n"
+    "                          is asked at its listen address, with its admin_token\n"
+    "      --json              print the gateway's JSON (its answer as received) instead of\n"
+    "                          text\n"
+    "  -h, --help              print this text\n";
 
 static const char keys_usage[] =
-    "usage: quotagate keys COMMAND [ID] [-c FILE] [--json]\n"
+    "usage: quotagate keys COMMAND [ID|NAME] [OPTIONS] [-c FILE] [--json]\n"
     "commands:\n"
-    "  list        every key: status, and per policy used/limit and when it resets\n"
-    "  show ID     one key with every field\n"
-    "  reset ID    zero the key's current policy windows and end its pause, then show it\n"
-    "  create, disable, enable, delete\n"
-    "              not available in this version (they arrive with admin-managed keys);\n"
-    "              keys come from the config (keys:)\n"
+    "  list          every key: status, and per policy used/limit and when it resets\n"
+    "  show ID       one key with every field\n"
+    "  reset ID      zero the key's current policy windows and end its pause, then show it\n"
+    "  create NAME   a new admin key (--model, --total-quota, --expires-at, --disabled,\n"
+    "                --policy); prints its secret, shown this once\n"
+    "  update ID     change an admin key: only the fields given (--name, --model,\n"
+    "                --total-quota, --expires-at, --policy, --status, ...)\n"
+    "  disable ID    refuse the key's requests (403 key_disabled) until it is enabled\n"
+    "  enable ID     serve a disabled key again\n"
+    "  delete ID     delete an admin key\n"
     "options:\n";
 
 static const char exit_text[] =
-    "Asks the running gateway (its admin API); a key's id is its name.  Exit: 0 ok, 1 the\n"
-    "gateway not reachable or the request refused (no key with that id, admin token refused,\n"
-    "admin API disabled), 2 usage or configuration error.\n";
+    "Asks the running gateway (its admin API).  A key's id is key_<hex> for an admin key (made\n"
+    "by `keys create`) and its name for a key from the config (keys:); list, show and reset\n"
+    "work on both, the others on admin keys only.  Exit: 0 ok, 1 the gateway not reachable or\n"
+    "the request refused (its error code and message are printed: no key with that id, a key\n"
+    "from the config, a field it refused, admin token refused, admin API disabled), 2 usage\n"
+    "or configuration error.\n";
 
 static void usage_all(FILE *f)
 {
     fputs(keys_usage, f);
     fputs(options_text, f);
-    fputs("Every command takes --help.\n", f);
+    fputs("Every command takes --help (create and update list their options there).\n", f);
     fputs(exit_text, f);
 }
 
 static void usage_of(FILE *f, const subcmd *sc)
 {
-    if (sc->kind == SC_LATER) {
-        fprintf(f, "usage: quotagate keys %s %s\n"
-                   "Not available in this version: admin-managed keys (create, disable, enable, delete)\n"
-                   "arrive with the key store.  Keys come from the config (keys:); `quotagate keys\n"
-                   "list|show|reset` work on them now.  Exit: 2.\n",
-                sc->name, sc->args);
-        return;
-    }
     fprintf(f, "usage: quotagate keys %s %s\n%s", sc->name, sc->args, sc->what);
+    fputs("options:\n", f);
+    if (sc->opts) fputs(sc->opts, f);
     fputs(options_text, f);
+    if (sc->kind == SC_CREATE || sc->kind == SC_UPDATE) fputs(spec_text, f);
     fputs(exit_text, f);
 }
 
@@ -109,67 +178,352 @@ static const subcmd *find_subcmd(const char *name)
     return NULL;
 }
 
+/* ---- the arguments ---- */
+
 typedef struct {
     const char *config;
-    const char *id;
+    const char *id;                          /* the ID; create's NAME */
     bool json;
+    const char *name, *total, *expires, *status; /* NULL: not given */
+    const char **models, **policies;         /* argv strings, in order */
+    size_t n_models, n_policies;
+    bool no_models, no_policies;
 } keys_opts;
 
-/* Whether id can be sent in the request path as it is: the gateway matches the path
- * segment byte for byte (no %XX decoding), so what cannot go in a request line raw cannot
- * be asked for. */
+static void free_opts(keys_opts *o)
+{
+    free(o->models);
+    free(o->policies);
+    o->models = o->policies = NULL;
+}
+
+enum { O_JSON = 256, O_NAME, O_MODEL, O_NO_MODELS, O_TOTAL, O_EXPIRES, O_DISABLED, O_POLICY, O_NO_POLICIES,
+       O_STATUS };
+
+#define SC_ALL 0xffu
+#define SC_BIT(k) (1u << (k))
+#define SC_EDIT (SC_BIT(SC_CREATE) | SC_BIT(SC_UPDATE))
+
+static const struct {
+    const char *name;
+    int has_arg, val;
+    unsigned subcmds;   /* which subcommands take it */
+} opt_defs[] = {
+    {"config", 1, 'c', SC_ALL},          {"json", 0, O_JSON, SC_ALL},
+    {"help", 0, 'h', SC_ALL},            {"name", 1, O_NAME, SC_BIT(SC_UPDATE)},
+    {"model", 1, O_MODEL, SC_EDIT},      {"no-models", 0, O_NO_MODELS, SC_BIT(SC_UPDATE)},
+    {"total-quota", 1, O_TOTAL, SC_EDIT}, {"expires-at", 1, O_EXPIRES, SC_EDIT},
+    {"disabled", 0, O_DISABLED, SC_BIT(SC_CREATE)}, {"policy", 1, O_POLICY, SC_EDIT},
+    {"no-policies", 0, O_NO_POLICIES, SC_BIT(SC_UPDATE)}, {"status", 1, O_STATUS, SC_BIT(SC_UPDATE)},
+};
+
+/* Whether id can be asked for: it goes in the request path percent-encoded (put_id), so
+ * only what no key id contains is refused here. */
 static const char *id_problem(const char *id)
 {
     if (!*id) return "is empty";
-    for (const unsigned char *p = (const unsigned char *)id; *p; p++) {
-        if (*p == '/') return "contains '/' (key names cannot)";
-        if (*p == '?') return "contains '?', which cannot be sent in the request path as is";
-        if (*p <= 0x20 || *p == 0x7f) return "contains a space or control character";
-    }
+    if (strchr(id, '/')) return "contains '/' (no key id does)";
+    if (strchr(id, ' ')) return "contains a space (no key id does)";
     return NULL;
 }
 
-/* argv[0] is the subcommand.  Returns -1 to go on, or the exit code. */
+/* Why a new key name cannot be sent, or NULL (the gateway checks the rest: 1..63 chars). */
+static const char *name_problem(const char *name)
+{
+    if (!*name) return "is empty";
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        if (*p < 0x20 || *p == 0x7f) return "contains a control character";
+    return NULL;
+}
+
+static int usage_error(const subcmd *sc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int usage_error(const subcmd *sc, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "quotagate keys %s: ", sc->name);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    usage_hint(sc);
+    return 2;
+}
+
+/* argv[0] is the subcommand.  Returns -1 to go on, or the exit code.  o needs free_opts
+ * either way. */
 static int parse_args(const subcmd *sc, int argc, char **argv, keys_opts *o)
 {
-    static const struct option opts[] = {
-        {"config", 1, 0, 'c'}, {"json", 0, 0, 'j'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
-    *o = (keys_opts){"quotagate.yaml", NULL, false};
+    struct option opts[QG_ARRAY_LEN(opt_defs) + 1];
+    size_t n_opts = 0;
+    for (size_t i = 0; i < QG_ARRAY_LEN(opt_defs); i++)
+        if (opt_defs[i].subcmds & SC_BIT(sc->kind))
+            opts[n_opts++] = (struct option){opt_defs[i].name, opt_defs[i].has_arg, NULL, opt_defs[i].val};
+    opts[n_opts] = (struct option){0, 0, 0, 0};
+    *o = (keys_opts){.config = "quotagate.yaml"};
+    o->models = qg_xcalloc((size_t)argc, sizeof *o->models);
+    o->policies = qg_xcalloc((size_t)argc, sizeof *o->policies);
     optind = 0; /* a fresh scan (glibc), options and the ID in any order */
     opterr = 0;
     int c;
     while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
         switch (c) {
         case 'c': o->config = optarg; break;
-        case 'j': o->json = true; break;
+        case O_JSON: o->json = true; break;
         case 'h': usage_of(stdout, sc); return 0;
+        case O_NAME: o->name = optarg; break;
+        case O_MODEL: o->models[o->n_models++] = optarg; break;
+        case O_NO_MODELS: o->no_models = true; break;
+        case O_TOTAL: o->total = optarg; break;
+        case O_EXPIRES: o->expires = optarg; break;
+        case O_DISABLED: o->status = "disabled"; break;
+        case O_POLICY: o->policies[o->n_policies++] = optarg; break;
+        case O_NO_POLICIES: o->no_policies = true; break;
+        case O_STATUS: o->status = optarg; break;
         default:
-            fprintf(stderr, "quotagate keys %s: %s %s\n", sc->name, c == ':' ? "missing value for" : "unknown option",
-                    argv[optind - 1]);
-            usage_hint(sc);
-            return 2;
+            return usage_error(sc, "%s %s", c == ':' ? "missing value for" : "unknown option", argv[optind - 1]);
         }
     }
     int want = sc->kind == SC_LIST ? 0 : 1;
     if (argc - optind < want) {
-        fprintf(stderr, "quotagate keys %s: missing ID (`quotagate keys list` shows the ids)\n", sc->name);
-        usage_hint(sc);
-        return 2;
+        if (sc->kind == SC_CREATE) return usage_error(sc, "missing NAME (the new key's name)");
+        return usage_error(sc, "missing ID (`quotagate keys list` shows the ids)");
     }
-    if (argc - optind > want) {
-        fprintf(stderr, "quotagate keys %s: unexpected argument %s\n", sc->name, argv[optind + want]);
-        usage_hint(sc);
-        return 2;
+    if (argc - optind > want) return usage_error(sc, "unexpected argument %s", argv[optind + want]);
+    if (!want) return -1;
+    o->id = argv[optind];
+    const char *why = sc->kind == SC_CREATE ? name_problem(o->id) : id_problem(o->id);
+    if (why) return usage_error(sc, "the %s \"%s\" %s", sc->kind == SC_CREATE ? "name" : "id", o->id, why);
+    if (o->name && (why = name_problem(o->name))) return usage_error(sc, "--name \"%s\" %s", o->name, why);
+    for (size_t i = 0; i < o->n_models; i++)
+        if (!*o->models[i]) return usage_error(sc, "--model needs a model name");
+    if (o->n_models && o->no_models) return usage_error(sc, "--model and --no-models cannot go together");
+    if (o->n_policies && o->no_policies) return usage_error(sc, "--policy and --no-policies cannot go together");
+    if (sc->kind == SC_UPDATE && o->status && strcmp(o->status, "active") && strcmp(o->status, "disabled"))
+        return usage_error(sc, "--status is active or disabled, not \"%s\"", o->status);
+    if (sc->kind == SC_UPDATE && !o->name && !o->n_models && !o->no_models && !o->total && !o->expires && !o->status &&
+        !o->n_policies && !o->no_policies)
+        return usage_error(sc, "nothing to change: give --name, --model, --no-models, --total-quota, --expires-at, "
+                               "--policy, --no-policies or --status");
+    return -1;
+}
+
+/* ---- the request bodies ---- */
+
+/* Why s is not an amount to send as a JSON number, or NULL: it must be one JSON number
+ * as written (no '+', no leading '.' or 0, no hex: jscan checks), finite, not negative,
+ * and more than 0 unless zero_ok.  It is sent as the user wrote it. */
+static const char *amount_problem(const char *s, bool zero_ok)
+{
+    static const char *const name[] = {"n"};
+    char tmp[96];
+    size_t n = strlen(s);
+    qg_json_span sp;
+    const char *why;
+    if (!n || n > 64) return "is not a number (write it as 25, 0.5 or 1e6)";
+    snprintf(tmp, sizeof tmp, "{\"n\":%s}", s);
+    if (qg_jscan_object(tmp, strlen(tmp), name, 1, &sp, NULL, &why) < 0 || sp.type != QG_JSON_NUMBER || sp.len != n)
+        return "is not a number (write it as 25, 0.5 or 1e6)";
+    double v = strtod(s, NULL);
+    if (!isfinite(v)) return "is too large";
+    if (s[0] == '-') return "is negative";
+    if (!zero_ok && v == 0) return "must be more than 0";
+    return NULL;
+}
+
+static const char *time_problem(const char *s)
+{
+    int64_t ms;
+    if (qg_parse_rfc3339(qg_slice_of(s), &ms) < 0)
+        return "is not an RFC 3339 time (e.g. 2027-01-01T00:00:00Z or 2027-01-01T08:00:00+08:00)";
+    return NULL;
+}
+
+/* The next member of an object being written: a comma after the first, then "name": */
+static void put_member(qg_buf *b, bool *first, const char *name)
+{
+    if (!*first) qg_buf_puts(b, ",");
+    *first = false;
+    qg_buf_json_str(b, name);
+    qg_buf_puts(b, ":");
+}
+
+enum { S_PERIOD, S_LIMIT, S_UNIT, S_ANCHOR, S_BOUNDARY, S_ON_EXH, S_AUTO, S_N };
+static const char *const spec_names[S_N] = {"period", "limit", "unit", "anchor", "boundary", "on_exhausted",
+                                            "auto_resume"};
+static const char *const spec_choices[S_N] = {[S_UNIT] = "tokens|requests|usd", [S_BOUNDARY] = "strict|graceful",
+                                              [S_ON_EXH] = "reject|disable", [S_AUTO] = "true|false"};
+
+/* Whether v is one of the '|'-separated words of choices. */
+static bool one_of(const char *v, const char *choices)
+{
+    size_t n = strlen(v);
+    for (const char *c = choices; *c;) {
+        size_t w = strcspn(c, "|");
+        if (w == n && !memcmp(c, v, n)) return true;
+        c += w + (c[w] == '|');
     }
-    if (want) {
-        o->id = argv[optind];
-        const char *why = id_problem(o->id);
-        if (why) {
-            fprintf(stderr, "quotagate keys %s: the id \"%s\" %s\n", sc->name, o->id, why);
-            return 2;
+    return false;
+}
+
+/* A --policy SPEC as a JSON object appended to b; 0, or -1 with the reason in why. */
+static int put_policy(qg_buf *b, const char *spec, char *why, size_t cap)
+{
+    const char *s = spec;
+    while (*s == ' ' || *s == '\t' || *s == '\n') s++;
+    if (*s == '{') { /* a JSON object: checked whole, with period and limit, and sent as it is */
+        static const char *const need[] = {"period", "limit"};
+        qg_json_span sp[2];
+        const char *w = "not a JSON object";
+        if (qg_jscan_object(spec, strlen(spec), need, 2, sp, NULL, &w) < 0) {
+            snprintf(why, cap, "is not a JSON object (%s)", w);
+            return -1;
+        }
+        for (int i = 0; i < 2; i++)
+            if (sp[i].type == QG_JSON_NONE) {
+                snprintf(why, cap, "has no \"%s\" (period and limit are required)", need[i]);
+                return -1;
+            }
+        qg_buf_puts(b, spec);
+        return 0;
+    }
+    char *val[S_N] = {0};
+    int rc = -1;
+    for (const char *p = spec;;) {
+        const char *end = p + strcspn(p, ",");
+        qg_slice item = qg_slice_trim((qg_slice){p, (size_t)(end - p)});
+        const char *eq = memchr(item.p, '=', item.n);
+        if (!item.n) {
+            snprintf(why, cap, "has an empty item (KEY=VALUE,KEY=VALUE)");
+            goto out;
+        }
+        if (!eq) {
+            snprintf(why, cap, "has \"%.*s\", not KEY=VALUE", (int)item.n, item.p);
+            goto out;
+        }
+        qg_slice k = qg_slice_trim((qg_slice){item.p, (size_t)(eq - item.p)});
+        qg_slice v = qg_slice_trim((qg_slice){eq + 1, (size_t)(item.p + item.n - eq - 1)});
+        int i = 0;
+        while (i < S_N && !qg_slice_eq(k, spec_names[i])) i++;
+        if (i == S_N) {
+            snprintf(why, cap, "has an unknown field \"%.*s\" (period, limit, unit, anchor, boundary, on_exhausted, "
+                               "auto_resume)", (int)k.n, k.p);
+            goto out;
+        }
+        if (val[i]) {
+            snprintf(why, cap, "gives %s twice", spec_names[i]);
+            goto out;
+        }
+        if (!v.n) {
+            snprintf(why, cap, "gives %s no value", spec_names[i]);
+            goto out;
+        }
+        val[i] = qg_slice_dup(v);
+        if (!*end) break;
+        p = end + 1;
+    }
+    for (int i = 0; i < S_N; i++) {
+        const char *problem = NULL;
+        if (!val[i]) {
+            if (i == S_PERIOD || i == S_LIMIT) {
+                snprintf(why, cap, "has no %s (period and limit are required)", spec_names[i]);
+                goto out;
+            }
+            continue;
+        }
+        if (spec_choices[i] && !one_of(val[i], spec_choices[i])) {
+            snprintf(why, cap, "has %s=%s, not one of %s", spec_names[i], val[i], spec_choices[i]);
+            goto out;
+        }
+        if (i == S_LIMIT) problem = amount_problem(val[i], false);
+        if (i == S_ANCHOR) problem = time_problem(val[i]);
+        if (problem) {
+            snprintf(why, cap, "has %s \"%s\", which %s", spec_names[i], val[i], problem);
+            goto out;
         }
     }
-    return -1;
+    bool first = true;
+    qg_buf_puts(b, "{");
+    for (int i = 0; i < S_N; i++) {
+        if (!val[i]) continue;
+        put_member(b, &first, spec_names[i]);
+        if (i == S_LIMIT || i == S_AUTO) qg_buf_puts(b, val[i]); /* a checked number; true or false */
+        else qg_buf_json_str(b, val[i]);
+    }
+    qg_buf_puts(b, "}");
+    rc = 0;
+out:
+    for (int i = 0; i < S_N; i++) free(val[i]);
+    return rc;
+}
+
+/* The JSON body of create (POST /admin/keys) or update (PATCH /admin/keys/ID) from the
+ * options: only the fields given.  0, or the exit code (2) after a usage error. */
+static int build_body(const subcmd *sc, const keys_opts *o, qg_buf *b)
+{
+    const char *problem;
+    bool first = true;
+    qg_buf_puts(b, "{");
+    if (sc->kind == SC_CREATE || o->name) {
+        put_member(b, &first, "name");
+        qg_buf_json_str(b, sc->kind == SC_CREATE ? o->id : o->name);
+    }
+    if (o->n_models || o->no_models) {
+        put_member(b, &first, "models");
+        qg_buf_puts(b, o->no_models ? "null" : "[");
+        for (size_t i = 0; i < o->n_models; i++) {
+            if (i) qg_buf_puts(b, ",");
+            qg_buf_json_str(b, o->models[i]);
+        }
+        if (!o->no_models) qg_buf_puts(b, "]");
+    }
+    if (o->total) {
+        if (strcmp(o->total, "none") && (problem = amount_problem(o->total, true)))
+            return usage_error(sc, "--total-quota \"%s\" %s", o->total, problem);
+        put_member(b, &first, "total_quota");
+        qg_buf_puts(b, strcmp(o->total, "none") ? o->total : "null");
+    }
+    if (o->expires) {
+        bool none = !strcmp(o->expires, "none");
+        if (!none && (problem = time_problem(o->expires)))
+            return usage_error(sc, "--expires-at \"%s\" %s", o->expires, problem);
+        put_member(b, &first, "expires_at");
+        qg_buf_json_str(b, none ? NULL : o->expires);
+    }
+    if (o->status) {
+        put_member(b, &first, "status");
+        qg_buf_json_str(b, o->status);
+    }
+    if (o->n_policies || o->no_policies) {
+        char why[400];
+        put_member(b, &first, "policies");
+        qg_buf_puts(b, "[");
+        for (size_t i = 0; i < o->n_policies; i++) {
+            if (i) qg_buf_puts(b, ",");
+            if (put_policy(b, o->policies[i], why, sizeof why) < 0)
+                return usage_error(sc, "--policy \"%s\" %s", o->policies[i], why);
+        }
+        qg_buf_puts(b, "]");
+    }
+    qg_buf_puts(b, "}");
+    return 0;
+}
+
+/* The id as a path segment: every byte but letters, digits and - . _ ~ as %XX (the gateway
+ * decodes it); "." and ".." wholly, so that nothing takes them for path steps. */
+static void put_id(qg_buf *b, const char *id)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    bool dots = !strcmp(id, ".") || !strcmp(id, "..");
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++) {
+        unsigned char ch = *p;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+            ch == '_' || ch == '~' || (ch == '.' && !dots)) {
+            qg_buf_append(b, p, 1);
+        } else {
+            char e[3] = {'%', hex[ch >> 4], hex[ch & 15]};
+            qg_buf_append(b, e, 3);
+        }
+    }
 }
 
 /* ---- the model ---- */
@@ -181,8 +535,22 @@ typedef struct {
     bool auto_resume, exhausted;
 } kc_policy;
 
+/* An optional time member: absent (not present), null (text NULL), or RFC 3339 text with
+ * its epoch ms (-1 when it does not parse). */
+typedef struct {
+    bool present;
+    char *text;
+    int64_t ms;
+} kc_time;
+
 typedef struct {
     char *id, *name, *source, *status;
+    bool has_source;
+    bool has_prefix;                             /* prefix: NULL for null (a key from the config) */
+    char *prefix;
+    bool has_disabled, disabled;
+    kc_time expires, created, updated;
+    char *secret;                                /* "key": create's answer only; NULL otherwise */
     bool paused;
     char *pause_policy, *until;
     bool manual_reset;
@@ -198,6 +566,7 @@ typedef struct {
 typedef struct {
     kc_key *k;
     size_t n;
+    char *next;                                  /* the next page's first id; NULL: no more */
 } kc_list;
 
 /* A string member as a heap string: "-" when null or absent, "?" when it does not decode. */
@@ -210,6 +579,9 @@ static char *dup_str(qg_jval v)
 static void free_key(kc_key *k)
 {
     free(k->id), free(k->name), free(k->source), free(k->status), free(k->pause_policy), free(k->until);
+    free(k->prefix), free(k->expires.text), free(k->created.text), free(k->updated.text);
+    if (k->secret) memset(k->secret, 0, strlen(k->secret));
+    free(k->secret);
     for (size_t i = 0; i < k->n_models; i++) free(k->models[i]);
     free(k->models);
     for (size_t i = 0; i < k->n_p; i++) {
@@ -225,6 +597,7 @@ static void free_list(kc_list *l)
 {
     for (size_t i = 0; i < l->n; i++) free_key(&l->k[i]);
     free(l->k);
+    free(l->next);
     memset(l, 0, sizeof *l);
 }
 
@@ -251,14 +624,37 @@ static int parse_policy(qg_jval v, kc_policy *p)
     p->anchor_ms = qg_jval_int(m[P_ANCHOR_MS]);
     p->window_start_ms = qg_jval_int(m[P_WSTART_MS]);
     p->reset_ms = qg_jval_int(m[P_RESET_MS]);
+    /* without the epoch ms members (this gateway's extra), the RFC 3339 text */
+    const struct { int member; const char *text; int64_t *ms; } times[] = {
+        {P_ANCHOR, p->anchor, &p->anchor_ms}, {P_WSTART, p->window_start, &p->window_start_ms},
+        {P_RESET, p->reset, &p->reset_ms}};
+    for (size_t i = 0; i < QG_ARRAY_LEN(times); i++) {
+        int64_t ms;
+        if (*times[i].ms < 0 && m[times[i].member].type == QG_JSON_STRING &&
+            qg_parse_rfc3339(qg_slice_of(times[i].text), &ms) == 0)
+            *times[i].ms = ms;
+    }
     p->auto_resume = m[P_AUTO].type == QG_JSON_TRUE;
     p->exhausted = m[P_EXHAUSTED].type == QG_JSON_TRUE;
     return 0;
 }
 
-enum { K_ID, K_NAME, K_SOURCE, K_STATUS, K_PAUSED, K_MODELS, K_TOTAL, K_POLICIES, K_N };
-static const char *const key_members[K_N] = {"id",     "name",        "source",  "status",
-                                             "paused", "models", "total_quota", "policies"};
+enum { K_ID, K_NAME, K_SOURCE, K_STATUS, K_PAUSED, K_MODELS, K_TOTAL, K_POLICIES, K_PREFIX, K_DISABLED, K_EXPIRES,
+       K_EXPIRES_MS, K_CREATED, K_CREATED_MS, K_UPDATED, K_UPDATED_MS, K_SECRET, K_N };
+static const char *const key_members[K_N] = {
+    "id",         "name",          "source",     "status",        "paused",     "models",
+    "total_quota", "policies",     "prefix",     "disabled",      "expires_at", "expires_at_ms",
+    "created_at", "created_at_ms", "updated_at", "updated_at_ms", "key"};
+
+/* v: the RFC 3339 member; ms: its epoch ms twin, which this gateway adds (else the text parsed) */
+static void parse_time(qg_jval v, qg_jval ms, kc_time *t)
+{
+    t->present = v.type != QG_JSON_NONE;
+    t->text = qg_jval_strdup(v);
+    t->ms = t->text ? qg_jval_int(ms) : -1;
+    int64_t parsed;
+    if (t->text && t->ms < 0 && qg_parse_rfc3339(qg_slice_of(t->text), &parsed) == 0) t->ms = parsed;
+}
 
 static int parse_key(qg_jval v, kc_key *k, const char **why)
 {
@@ -277,6 +673,15 @@ static int parse_key(qg_jval v, kc_key *k, const char **why)
     k->name = dup_str(m[K_NAME]);
     k->source = dup_str(m[K_SOURCE]);
     k->status = dup_str(m[K_STATUS]);
+    k->has_source = m[K_SOURCE].type != QG_JSON_NONE;
+    k->has_prefix = m[K_PREFIX].type != QG_JSON_NONE;
+    k->prefix = qg_jval_strdup(m[K_PREFIX]);
+    k->has_disabled = m[K_DISABLED].type == QG_JSON_TRUE || m[K_DISABLED].type == QG_JSON_FALSE;
+    k->disabled = m[K_DISABLED].type == QG_JSON_TRUE;
+    parse_time(m[K_EXPIRES], m[K_EXPIRES_MS], &k->expires);
+    parse_time(m[K_CREATED], m[K_CREATED_MS], &k->created);
+    parse_time(m[K_UPDATED], m[K_UPDATED_MS], &k->updated);
+    k->secret = qg_jval_strdup(m[K_SECRET]);
     if (m[K_PAUSED].type == QG_JSON_OBJECT) {
         *why = "a key's \"paused\" is not the expected object";
         if (qg_jval_members(m[K_PAUSED], pause_members, 4, pm, NULL) < 0) return -1;
@@ -314,12 +719,15 @@ static int parse_key(qg_jval v, kc_key *k, const char **why)
 
 static int parse_list(const qg_buf *b, kc_list *l, const char **why)
 {
-    static const char *const top[] = {"data"};
-    qg_jval data, el;
+    static const char *const top[] = {"data", "next"};
+    qg_jval tm[2], data, el;
     memset(l, 0, sizeof *l);
-    if (qg_jval_members(qg_jval_text(b->data, b->len), top, 1, &data, why) < 0) return -1;
+    if (qg_jval_members(qg_jval_text(b->data, b->len), top, 2, tm, why) < 0) return -1;
+    data = tm[0];
+    l->next = qg_jval_strdup(tm[1]);
     if (data.type != QG_JSON_ARRAY) {
         *why = "no \"data\" array";
+        free_list(l);
         return -1;
     }
     size_t pos = 0, cap = 0;
@@ -397,28 +805,60 @@ static void fmt_pause(const kc_key *k, int64_t now, char *out, size_t cap)
 
 /* ---- list ---- */
 
+/* The key's secret prefix for the list: "-" for null or absent. */
+static const char *prefix_of(const kc_key *k) { return k->prefix ? k->prefix : "-"; }
+
+/* The key's leading columns: ID, NAME when some key's name is not its id, STATUS, and
+ * SOURCE and PREFIX when the gateway sends them; blank on the key's further lines. */
+typedef struct {
+    int id, name, status, source, prefix; /* widths; name/source/prefix 0: no such column */
+} list_cols;
+
+static void lead(FILE *f, const list_cols *w, const kc_key *k, bool first)
+{
+    fprintf(f, "%-*s  ", w->id, first ? k->id : "");
+    if (w->name) fprintf(f, "%-*s  ", w->name, first ? k->name : "");
+    fprintf(f, "%-*s  ", w->status, first ? k->status : "");
+    if (w->source) fprintf(f, "%-*s  ", w->source, first ? (k->has_source ? k->source : "-") : "");
+    if (w->prefix) fprintf(f, "%-*s  ", w->prefix, first ? prefix_of(k) : "");
+}
+
 static void render_list(FILE *f, const kc_list *l, const char *where, int64_t now)
 {
-    char at[TIME_CAP], amount[128], resets[160], pause[400];
-    int w_id = 2, w_status = 6, w_period = 5; /* "ID", "STATUS", "total" */
+    char at[TIME_CAP], amount[128], resets[160], pause[400], rel[40];
+    list_cols w = {2, 0, 6, 0, 0}; /* "ID", "STATUS"; "NAME", "SOURCE", "PREFIX" if wanted */
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->k[i].id, l->k[i].name)) w.name = 4;
+    int w_period = 5;           /* "total" */
     for (size_t i = 0; i < l->n; i++) {
-        w_id = QG_MAX(w_id, (int)strlen(l->k[i].id));
-        w_status = QG_MAX(w_status, (int)strlen(l->k[i].status));
-        for (size_t j = 0; j < l->k[i].n_p; j++) w_period = QG_MAX(w_period, (int)strlen(l->k[i].p[j].period));
+        const kc_key *k = &l->k[i];
+        w.id = QG_MAX(w.id, (int)strlen(k->id));
+        w.status = QG_MAX(w.status, (int)strlen(k->status));
+        if (w.name) w.name = QG_MAX(w.name, (int)strlen(k->name));
+        if (k->has_source) w.source = QG_MAX(QG_MAX(w.source, 6), (int)strlen(k->source));
+        if (k->has_prefix) w.prefix = QG_MAX(QG_MAX(w.prefix, 6), (int)strlen(prefix_of(k)));
+        for (size_t j = 0; j < k->n_p; j++) w_period = QG_MAX(w_period, (int)strlen(k->p[j].period));
     }
     fprintf(f, "keys of the gateway at %s, %s\n\n", where, fmt_time(now, at));
     if (!l->n) {
-        fputs("no keys configured\n", f);
+        fputs("no keys (`quotagate keys create NAME` makes one)\n", f);
         return;
     }
-    fprintf(f, "%-*s  %-*s  QUOTA\n", w_id, "ID", w_status, "STATUS");
-    size_t paused = 0;
+    fprintf(f, "%-*s  ", w.id, "ID");
+    if (w.name) fprintf(f, "%-*s  ", w.name, "NAME");
+    fprintf(f, "%-*s  ", w.status, "STATUS");
+    if (w.source) fprintf(f, "%-*s  ", w.source, "SOURCE");
+    if (w.prefix) fprintf(f, "%-*s  ", w.prefix, "PREFIX");
+    fputs("QUOTA\n", f);
+    size_t active = 0, paused = 0, disabled = 0, expired = 0;
     for (size_t i = 0; i < l->n; i++) {
         const kc_key *k = &l->k[i];
+        active += !strcmp(k->status, "active");
         paused += !strcmp(k->status, "paused");
+        disabled += !strcmp(k->status, "disabled");
+        expired += !strcmp(k->status, "expired");
         bool first = true;
-#define LEAD() (first ? fprintf(f, "%-*s  %-*s  ", w_id, k->id, w_status, k->status) \
-                      : fprintf(f, "%-*s  %-*s  ", w_id, "", w_status, ""), first = false)
+#define LEAD() (lead(f, &w, k, first), first = false)
         for (size_t j = 0; j < k->n_p; j++) {
             const kc_policy *p = &k->p[j];
             fmt_used_limit(p->unit, p->used, p->limit, amount, sizeof amount);
@@ -441,9 +881,24 @@ static void render_list(FILE *f, const kc_list *l, const char *where, int64_t no
             LEAD();
             fprintf(f, "paused %s\n", pause);
         }
+        if (k->expires.text) {
+            LEAD();
+            if (k->expires.ms <= 0) {
+                fprintf(f, "expires %s\n", k->expires.text);
+            } else {
+                qg_admin_fmt_relative(k->expires.ms, now, rel, sizeof rel);
+                fprintf(f, "%s %s (%s)\n", k->expires.ms > now ? "expires" : "expired", k->expires.text, rel);
+            }
+        }
 #undef LEAD
     }
-    fprintf(f, "\nkeys: %zu (active %zu, paused %zu)\n", l->n, l->n - paused, paused);
+    fprintf(f, "\nkeys: %zu (active %zu, paused %zu", l->n, active, paused);
+    if (disabled) fprintf(f, ", disabled %zu", disabled);
+    if (expired) fprintf(f, ", expired %zu", expired);
+    fputs(")\n", f);
+    if (l->next)
+        fprintf(f, "more keys follow: this is the gateway's first page (GET /admin/keys?after=%s for the next)\n",
+                l->next);
 }
 
 /* ---- show ---- */
@@ -478,13 +933,32 @@ static void fmt_time_field(const char *text, int64_t ms, char *out, size_t cap)
     else snprintf(out, cap, "%s (%lld ms)", text, (long long)ms);
 }
 
+/* An optional time field: "T (ms ms), in REL" / "T (ms ms), REL ago", "none" for null;
+ * nothing when the gateway does not send it. */
+static void time_field(FILE *f, const char *name, const kc_time *t, int64_t now)
+{
+    char rel[40];
+    if (!t->present) return;
+    if (!t->text) field(f, 2, name, "none");
+    else if (t->ms <= 0) field(f, 2, name, "%s", t->text);
+    else {
+        qg_admin_fmt_relative(t->ms, now, rel, sizeof rel);
+        field(f, 2, name, "%s (%lld ms), %s", t->text, (long long)t->ms, rel);
+    }
+}
+
 static void render_key(FILE *f, const kc_key *k, int64_t now)
 {
     char buf[512], tf[160], rel[40];
     field(f, 2, "id", "%s", k->id);
     field(f, 2, "name", "%s", k->name);
     field(f, 2, "source", "%s", k->source);
+    if (k->has_prefix) field(f, 2, "prefix", "%s", k->prefix ? k->prefix : "none");
     field(f, 2, "status", "%s", k->status);
+    if (k->has_disabled) field(f, 2, "disabled", "%s", k->disabled ? "true" : "false");
+    time_field(f, "expires_at", &k->expires, now);
+    time_field(f, "created_at", &k->created, now);
+    time_field(f, "updated_at", &k->updated, now);
     if (!k->paused) {
         field(f, 2, "paused", "no");
     } else {
@@ -546,43 +1020,57 @@ static void render_key(FILE *f, const kc_key *k, int64_t now)
 
 /* ---- talking to the gateway ---- */
 
-/* Explains a failed or refused request; returns the exit code (1). */
+/* Control characters of a server's text as '?', so a message cannot drive the terminal. */
+static void printable(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) *s = '?';
+}
+
+/* Explains a refused request: the gateway's error as `quotagate keys: CODE: MESSAGE`, then,
+ * where there is more to say here, what it means.  Returns the exit code (1). */
 static int refused(const char *sub, const qg_config *cfg, const char *where, const char *method, const char *path,
                    const char *id, int status, const qg_buf *body)
 {
-    char code[64], msg[256];
+    char code[64], msg[512];
     qg_admin_error_of(body, code, sizeof code, msg, sizeof msg);
+    printable(code), printable(msg);
+    if (*code) fprintf(stderr, "quotagate keys: %s: %s\n", code, *msg ? msg : "(no message)");
     if (status == 404 && !strcmp(code, "key_not_found"))
         fprintf(stderr, "quotagate keys %s: no key with that id: %s (the gateway at %s has none; "
                         "`quotagate keys list` shows the ids)\n", sub, id, where);
-    else if (status == 404)
-        fprintf(stderr, "quotagate keys %s: the gateway at %s has no %s endpoint (HTTP 404%s%s); is it an older version?\n",
-                sub, where, path, *msg ? ": " : "", msg);
+    else if (status == 409 && !strcmp(code, "key_from_config"))
+        ; /* the gateway's message says it all: edit the config */
+    else if (status == 404 || status == 405)
+        fprintf(stderr, "quotagate keys %s: the gateway at %s does not take %s %s (HTTP %d); is it an older version?\n",
+                sub, where, method, path, status);
     else if (status == 401 && (!cfg->admin_token || !*cfg->admin_token))
         fprintf(stderr, "quotagate keys %s: the gateway at %s wants an admin token, and %s sets no admin_token "
                         "(HTTP 401)\n", sub, where, cfg->path);
     else if (status == 401)
         fprintf(stderr, "quotagate keys %s: the gateway at %s refused the admin_token of %s (HTTP 401); "
                         "is it running with another config?\n", sub, where, cfg->path);
-    else if (status == 403)
+    else if (status == 403 && (!*code || !strcmp(code, "admin_disabled")))
         fprintf(stderr, "quotagate keys %s: the admin API of the gateway at %s is disabled (HTTP 403): "
                         "its config sets no admin_token\n", sub, where);
-    else
+    else if (!*code)
         fprintf(stderr, "quotagate keys %s: the gateway at %s answered %s %s with HTTP %d%s%s\n", sub, where, method,
                 path, status, *msg ? ": " : "", msg);
     return 1;
 }
 
-/* One request; 0 with the 200 answer's body in body, or the exit code (message printed). */
-static int ask(const char *sub, const qg_config *cfg, const char *method, const char *path, const char *id,
-               qg_buf *body, char *where, size_t where_cap)
+/* One request (req: its JSON body, or NULL); 0 with a 2xx answer's body in body, or the
+ * exit code (message printed). */
+static int ask(const char *sub, const qg_config *cfg, const char *method, const char *path, const qg_buf *req,
+               const char *id, qg_buf *body, char *where, size_t where_cap)
 {
     qg_admin_peer peer;
     qg_admin_peer_of(cfg, &peer);
     qg_strlcpy(where, peer.where, where_cap);
     char why[256];
     int status = 0;
-    int rc = qg_admin_request(&peer, method, path, "quotagate-keys", body, &status, why, sizeof why);
+    int rc = qg_admin_request_body(&peer, method, path, "quotagate-keys", req ? req->data : NULL, req ? req->len : 0,
+                                   body, &status, why, sizeof why);
     if (rc == -1) {
         fprintf(stderr, "quotagate keys %s: cannot reach the gateway at %s (%s); is it running with %s?\n", sub,
                 peer.where, why, cfg->path);
@@ -592,7 +1080,7 @@ static int ask(const char *sub, const qg_config *cfg, const char *method, const 
         fprintf(stderr, "quotagate keys %s: no complete answer from the gateway at %s (%s)\n", sub, peer.where, why);
         return 1;
     }
-    return status == 200 ? 0 : refused(sub, cfg, peer.where, method, path, id, status, body);
+    return status >= 200 && status < 300 ? 0 : refused(sub, cfg, peer.where, method, path, id, status, body);
 }
 
 static int print_raw(const qg_buf *b)
@@ -602,22 +1090,62 @@ static int print_raw(const qg_buf *b)
     return 0;
 }
 
-static int run(const subcmd *sc, const keys_opts *o, const qg_config *cfg)
+/* What is printed above the key after each command that changes it. */
+static void headline(const subcmd *sc, const kc_key *k)
 {
-    char path[600], where[300], at[TIME_CAP];
-    const char *method = sc->kind == SC_RESET ? "POST" : "GET";
-    if (sc->kind == SC_LIST) snprintf(path, sizeof path, "/admin/keys");
-    else snprintf(path, sizeof path, "/admin/keys/%s%s", o->id, sc->kind == SC_RESET ? "/reset" : "");
+    switch (sc->kind) {
+    case SC_RESET: printf("key %s reset: its current windows are zeroed and any pause has ended\n\n", k->id); break;
+    case SC_CREATE:
+        printf("created key %s, name %s\n", k->id, k->name);
+        printf("key: %s  (shown once: store it now)\n\n", k->secret);
+        break;
+    case SC_UPDATE: printf("key %s updated\n\n", k->id); break;
+    case SC_DISABLE:
+        printf("key %s disabled: its requests are refused (403 key_disabled) until `quotagate keys enable %s`\n\n",
+               k->id, k->id);
+        break;
+    case SC_ENABLE:
+        if (!strcmp(k->status, "active")) printf("key %s enabled\n\n", k->id);
+        else printf("key %s enabled, but its status is %s\n\n", k->id, k->status);
+        break;
+    default: break;
+    }
+}
+
+static int run(const subcmd *sc, const keys_opts *o, const qg_config *cfg, const qg_buf *req)
+{
+    static const char *const method_of[] = {[SC_LIST] = "GET",     [SC_SHOW] = "GET",     [SC_RESET] = "POST",
+                                            [SC_CREATE] = "POST",  [SC_UPDATE] = "PATCH", [SC_DISABLE] = "POST",
+                                            [SC_ENABLE] = "POST",  [SC_DELETE] = "DELETE"};
+    static const char *const suffix_of[] = {[SC_RESET] = "/reset", [SC_DISABLE] = "/disable", [SC_ENABLE] = "/enable",
+                                            [SC_DELETE] = NULL};
+    char where[300], at[TIME_CAP];
+    qg_buf path;
+    qg_buf_init(&path, 0);
+    qg_buf_puts(&path, "/admin/keys");
+    if (sc->kind != SC_LIST && sc->kind != SC_CREATE) {
+        qg_buf_puts(&path, "/");
+        put_id(&path, o->id);
+        if (suffix_of[sc->kind]) qg_buf_puts(&path, suffix_of[sc->kind]);
+    }
+    qg_buf_append(&path, "", 1); /* NUL-terminated */
     qg_buf body;
     qg_buf_init(&body, MAX_RESPONSE);
-    int64_t now = qg_now_ms();
-    int rc = ask(sc->name, cfg, method, path, o->id, &body, where, sizeof where);
-    if (rc == 0 && o->json) rc = print_raw(&body);
-    else if (rc == 0) {
+    int rc = ask(sc->name, cfg, method_of[sc->kind], path.data, req, o->id, &body, where, sizeof where);
+    int64_t now = qg_now_ms(); /* after the answer: what it says happened is not "in <1s" */
+    if (rc == 0 && o->json) {
+        rc = print_raw(&body);
+    } else if (rc == 0 && sc->kind == SC_DELETE) {
+        printf("deleted %s\n", o->id);
+    } else if (rc == 0) {
         const char *why = NULL;
         kc_list l = {0};
         kc_key k = {0};
         int parsed = sc->kind == SC_LIST ? parse_list(&body, &l, &why) : parse_key(qg_jval_text(body.data, body.len), &k, &why);
+        if (parsed == 0 && sc->kind == SC_CREATE && !k.secret) {
+            parsed = -1;
+            why = "no \"key\": the secret";
+        }
         if (parsed < 0) {
             if (sc->kind != SC_LIST) free_key(&k);
             fprintf(stderr, "quotagate keys %s: the gateway at %s answered with JSON of another shape (%s); "
@@ -627,23 +1155,26 @@ static int run(const subcmd *sc, const keys_opts *o, const qg_config *cfg)
             render_list(stdout, &l, where, now);
             free_list(&l);
         } else {
-            if (sc->kind == SC_RESET)
-                printf("key %s reset: its current windows are zeroed and any pause has ended\n\n", k.id);
+            headline(sc, &k);
             printf("key %s of the gateway at %s, %s\n\n", k.id, where, fmt_time(now, at));
             render_key(stdout, &k, now);
             free_key(&k);
         }
     }
+    if (body.data) memset(body.data, 0, body.len); /* create's answer holds the secret */
     qg_buf_free(&body);
+    qg_buf_free(&path);
     return rc;
 }
 
 /* ---- the command ---- */
 
+static const char command_list[] = "list, show, reset, create, update, disable, enable or delete";
+
 int qg_keys_main(int argc, char **argv)
 {
     if (argc < 2) {
-        fputs("quotagate keys: missing command: list, show ID or reset ID (quotagate keys --help)\n", stderr);
+        fprintf(stderr, "quotagate keys: missing command: %s (quotagate keys --help)\n", command_list);
         return 2;
     }
     const char *name = argv[1];
@@ -655,24 +1186,23 @@ int qg_keys_main(int argc, char **argv)
     }
     const subcmd *sc = find_subcmd(name);
     if (!sc) {
-        fprintf(stderr, "quotagate keys: unknown command %s: list, show ID or reset ID (quotagate keys --help)\n", name);
-        return 2;
-    }
-    if (sc->kind == SC_LATER) {
-        for (int i = 2; i < argc; i++)
-            if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-                usage_of(stdout, sc);
-                return 0;
-            }
-        fprintf(stderr, "quotagate keys %s: %s\n", sc->name, later_text);
+        fprintf(stderr, "quotagate keys: unknown command %s: %s (quotagate keys --help)\n", name, command_list);
         return 2;
     }
     keys_opts o;
+    qg_buf req;
+    qg_buf_init(&req, 0);
     int rc = parse_args(sc, argc - 1, argv + 1, &o);
-    if (rc >= 0) return rc;
-    qg_config *cfg = qg_config_load_or_report(o.config);
-    if (!cfg) return 2;
-    rc = run(sc, &o, cfg);
-    qg_config_free(cfg);
+    if (rc < 0 && (sc->kind == SC_CREATE || sc->kind == SC_UPDATE)) rc = build_body(sc, &o, &req) ? 2 : -1;
+    if (rc < 0) {
+        qg_config *cfg = qg_config_load_or_report(o.config);
+        if (!cfg) rc = 2;
+        else {
+            rc = run(sc, &o, cfg, req.len ? &req : NULL);
+            qg_config_free(cfg);
+        }
+    }
+    qg_buf_free(&req);
+    free_opts(&o);
     return rc;
 }
