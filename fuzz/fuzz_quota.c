@@ -28,7 +28,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     qg_qacct_init(&a, &p, &ac);
     if (qg_quota_restore(&a, (const char *)data, size, NOW) == 0) {
         qg_qamount est;
-        qg_quota_estimate(NULL, 400, 100, &est);
+        qg_quota_estimate(NULL, 400, 100, 0, &est);
         int64_t until;
         qg_block why;
         qg_quota_eligible(&a, &est, NOW, &until, &why);

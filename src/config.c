@@ -1400,6 +1400,7 @@ static const field limits_fields[] = {
     {"retry_attempts", F_INT, AT(qg_limits, retry_attempts), .min = 1, .max = QG_MAX_ATTEMPTS},
     DUR("ledger_flush_interval", ledger_flush_ms, 1),
     SIZE("max_sse_event", max_sse_event),
+    {"default_output_tokens", F_I64, AT(qg_limits, default_output_tokens), .min = 1, .max = 100000000},
 };
 #undef DUR
 #undef SIZE
@@ -1558,6 +1559,7 @@ void qg_limits_defaults(qg_limits *l)
         .retry_attempts = 2,
         .ledger_flush_ms = 100,
         .max_sse_event = 1ULL << 20,
+        .default_output_tokens = QG_DEFAULT_OUTPUT_ESTIMATE,
     };
 }
 

@@ -120,6 +120,9 @@ void qg_key_spec_free(qg_key_spec *s);
 /* Whether a config key's name has the shape of an admin key's id ("key_" + 16 hex digits). */
 bool qg_key_name_is_id_shaped(const char *name);
 
+/* Output tokens a quota estimate reserves when neither the request nor the model names a
+ * smaller maximum (limits.default_output_tokens overrides it). */
+#define QG_DEFAULT_OUTPUT_ESTIMATE 1024
 /* The most quota policies one key may have (keyquota.h keeps a counter ring for each). */
 #define QG_KEY_MAX_POLICIES 16
 /* The most accounts one request may be tried on (retry_attempts is validated against it). */
@@ -140,6 +143,7 @@ typedef struct {
     int retry_attempts;                /* attempts per request incl. the first; default 2, at most QG_MAX_ATTEMPTS */
     int64_t ledger_flush_ms;           /* default 100 ms */
     uint64_t max_sse_event;            /* default 1 MiB */
+    int64_t default_output_tokens;     /* the output a quota estimate reserves at most (SPEC §4.10); default 1024 */
 } qg_limits;
 
 typedef struct {

@@ -875,7 +875,7 @@ static void proxy_on_request(qg_worker *w, qg_conn *c, const qg_http_msg *m, qg_
         if (!max_tokens) max_tokens = v;
     }
     ex->model = qg_config_model(gw->cfg, qg_slice_of(model));
-    qg_quota_estimate(ex->model, ex->body.len, max_tokens, &ex->est);
+    qg_quota_estimate(ex->model, ex->body.len, max_tokens, ex->w->gw->cfg->limits.default_output_tokens, &ex->est);
     qg_kq_refusal kwhy;
     qg_kq_verdict kv = qg_keyq_reserve(ex->kq, &ex->est, qg_now_ms(), &ex->kresv, &kwhy);
     if (kv != QG_KQ_OK) {

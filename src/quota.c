@@ -193,9 +193,9 @@ void qg_quota_cost(const qg_model_cfg *m, int64_t in, int64_t out, qg_qamount *a
     if (m) a->v[QG_UNIT_USD] = llround((double)in * m->input_usd_per_mtok + (double)out * m->output_usd_per_mtok);
 }
 
-void qg_quota_estimate(const qg_model_cfg *m, size_t body_len, int64_t max_tokens, qg_qamount *out)
+void qg_quota_estimate(const qg_model_cfg *m, size_t body_len, int64_t max_tokens, int64_t default_output, qg_qamount *out)
 {
-    int64_t cap = QG_DEFAULT_OUTPUT_ESTIMATE;
+    int64_t cap = default_output > 0 ? default_output : QG_DEFAULT_OUTPUT_ESTIMATE;
     if (max_tokens > 0 && max_tokens < cap) cap = max_tokens;
     if (m && m->max_output_tokens > 0 && m->max_output_tokens < cap) cap = m->max_output_tokens;
     qg_quota_cost(m, (int64_t)(body_len / 4), cap, out);

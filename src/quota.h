@@ -37,7 +37,6 @@
 #define QG_UNIT_N 6                      /* qg_unit values */
 #define QG_SLIDING_SLICES 12             /* a sliding window is counted in period/12 slices */
 #define QG_BURN_DAYS 7                   /* burn rate: the last 7 days of settled use */
-#define QG_DEFAULT_OUTPUT_ESTIMATE 1024  /* output tokens reserved when the request names no max */
 
 /* Cooling after failures without a provider-stated end: 2 s doubling per consecutive
  * failure, at most 5 min.  Overloaded and transient answers cool QG_COOL_BRIEF_MS flat. */
@@ -138,8 +137,9 @@ int64_t qg_quota_amount(qg_unit u, double cfg_value);   /* config number -> inte
  * model's prices (m may be NULL). */
 void qg_quota_cost(const qg_model_cfg *m, int64_t input_tokens, int64_t output_tokens, qg_qamount *out);
 /* The estimate reserved before the call: the prompt (bytes / 4) plus
- * min(max_tokens if given, the model's max_output_tokens if set, QG_DEFAULT_OUTPUT_ESTIMATE). */
-void qg_quota_estimate(const qg_model_cfg *m, size_t body_len, int64_t max_tokens, qg_qamount *out);
+ * min(max_tokens if given, the model's max_output_tokens if set, default_output: limits.
+ * default_output_tokens, or QG_DEFAULT_OUTPUT_ESTIMATE when <= 0). */
+void qg_quota_estimate(const qg_model_cfg *m, size_t body_len, int64_t max_tokens, int64_t default_output, qg_qamount *out);
 
 /* ---- the request path ---- */
 /* Reserves est on the account if it may take the request now.  Returns true (r filled), or

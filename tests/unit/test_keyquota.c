@@ -884,8 +884,70 @@ static void test_concurrent_graceful(void **state)
     assert_int_equal(used(k, 0, NOW), held[0]); /* settled at the estimate: unchanged */
     free(k);
 }
+/* ---- edits: a new version of the key's counters (keydir.h) ---- */
+
+/* Unchanged policies (same signature) keep their counts across an edit of the key; a
+ * request admitted under the old version settles into the words the new one reads; a
+ * changed policy starts afresh; the total quota and a pause carry over. */
+static void test_edit_shares_counters(void **state)
+{
+    qg_policy_cfg p1[] = {ten_min(10, QG_UNIT_REQUESTS, true), daily(1000, QG_UNIT_TOKENS, true)};
+    p1[1].on_exhausted_disable = true;
+    qg_keyq *v1 = qg_keyq_new(p1, 2, 5.0);
+    spend(v1, tok(100), NOW);
+    qg_kq_resv inflight;
+    reserve_ok(v1, tok(200), NOW, &inflight); /* admitted under v1, settles after the edit */
+    assert_int_equal(used(v1, 0, NOW), 2);
+    /* the edit: the 10-minute policy's limit raised (same counters), the daily one's unit changed */
+    qg_policy_cfg p2[] = {ten_min(20, QG_UNIT_REQUESTS, true), daily(1000, QG_UNIT_REQUESTS, true)};
+    qg_keyq *v2 = qg_keyq_new_from(v1, p2, 2, 5.0);
+    assert_int_equal(used(v2, 0, NOW), 2);  /* kept */
+    assert_int_equal(used(v2, 1, NOW), 0);  /* another policy: afresh */
+    assert_int_equal(v2->p[0].limit, 20);
+    qg_qamount actual = tok(50);
+    qg_keyq_settle(v1, &inflight, &actual, NOW);
+    assert_int_equal(used(v2, 0, NOW), 2);  /* 1 request either way */
+    spend(v2, tok(10), NOW);
+    assert_int_equal(used(v1, 0, NOW), 3);  /* one set of words */
+    assert_int_equal(atomic_load(&v2->sh->inflight), 0);
+    /* a pause carries over while its policy is there */
+    qg_policy_cfg p3[] = {daily(100, QG_UNIT_TOKENS, true)};
+    p3[0].on_exhausted_disable = true;
+    qg_keyq *v3 = qg_keyq_new(p3, 1, -1);
+    spend(v3, tok(100), NOW);
+    assert_int_not_equal(pause_of(v3), 0);
+    qg_policy_cfg p4[] = {ten_min(5, QG_UNIT_REQUESTS, true), p3[0]};
+    qg_keyq *v4 = qg_keyq_new_from(v3, p4, 2, -1);
+    assert_int_equal(pause_of(v4), pause_rec(1, DAY_END)); /* under its new index */
+    qg_kq_refusal why;
+    assert_int_equal(refuse(v4, tok(1), NOW, &why), QG_KQ_PAUSED);
+    qg_keyq *v5 = qg_keyq_new_from(v4, p4, 1, -1); /* the pausing policy removed: the pause ends */
+    assert_int_equal(pause_of(v5), 0);
+    free(v5), free(v4), free(v3), free(v2), free(v1);
+}
+
+/* The drift probe: settled amounts only, and nothing while a reservation is in flight. */
+static void test_settled_probe(void **state)
+{
+    qg_policy_cfg p[] = {daily(1000, QG_UNIT_TOKENS, true)};
+    qg_keyq *k = qg_keyq_new(p, 1, -1);
+    spend(k, tok(30), NOW);
+    int64_t w, u;
+    assert_int_equal(qg_keyq_settled(k, 0, NOW, &w, &u), 0);
+    assert_int_equal(u, 30);
+    qg_kq_resv r;
+    reserve_ok(k, tok(500), NOW, &r);
+    assert_int_equal(qg_keyq_settled(k, 0, NOW, &w, &u), -1);
+    qg_keyq_release(k, &r);
+    qg_keyq_release(k, &r); /* a second end does nothing, and does not go negative */
+    assert_int_equal(atomic_load(&k->sh->inflight), 0);
+    assert_int_equal(qg_keyq_settled(k, 0, NOW, &w, &u), 0);
+    assert_int_equal(u, 30);
+    free(k);
+}
 
 int main(void)
+
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_graceful_boundary),
@@ -908,6 +970,8 @@ int main(void)
         cmocka_unit_test(test_policy_without_window),
         cmocka_unit_test(test_concurrent_strict),
         cmocka_unit_test(test_concurrent_graceful),
+        cmocka_unit_test(test_edit_shares_counters),
+        cmocka_unit_test(test_settled_probe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

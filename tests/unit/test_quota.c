@@ -254,7 +254,7 @@ static void test_estimate(void **state)
     };
     for (size_t i = 0; i < QG_ARRAY_LEN(cases); i++) {
         m.max_output_tokens = cases[i].model_max;
-        qg_quota_estimate(&m, 4000, cases[i].max_tokens, &e);
+        qg_quota_estimate(&m, 4000, cases[i].max_tokens, 0, &e);
         if (e.v[U_OUT] != cases[i].want_out)
             fail_msg("case %zu (model max %lld, max_tokens %lld): output %lld, want %lld", i,
                      (long long)cases[i].model_max, (long long)cases[i].max_tokens, (long long)e.v[U_OUT],
@@ -264,14 +264,21 @@ static void test_estimate(void **state)
         assert_int_equal(e.v[U_REQ], 5);
         assert_int_equal(e.v[U_USD], 1000 * 15 + cases[i].want_out * 75);
     }
-    qg_quota_estimate(NULL, 7, 0, &e);
+    qg_quota_estimate(NULL, 7, 0, 0, &e);
     assert_int_equal(e.v[U_IN], 1);
     assert_int_equal(e.v[U_OUT], QG_DEFAULT_OUTPUT_ESTIMATE);
     assert_int_equal(e.v[U_REQ], 1);
     assert_int_equal(e.v[U_USD], 0);
-    qg_quota_estimate(NULL, 3, 10, &e);
+    qg_quota_estimate(NULL, 3, 10, 0, &e);
     assert_int_equal(e.v[U_IN], 0);
     assert_int_equal(e.v[U_OUT], 10);
+    /* limits.default_output_tokens caps what a request names and stands in when it names none */
+    qg_quota_estimate(NULL, 3, 0, 200, &e);
+    assert_int_equal(e.v[U_OUT], 200);
+    qg_quota_estimate(NULL, 3, 5000, 200, &e);
+    assert_int_equal(e.v[U_OUT], 200);
+    qg_quota_estimate(NULL, 3, 50, 200, &e);
+    assert_int_equal(e.v[U_OUT], 50);
 }
 
 /* ---- bucket windows ---- */
