@@ -50,6 +50,17 @@ key_policy_exhausted with Retry-After and the reset time:
 
   for i in \$(seq 1 6); do curl -si $G/v1/chat/completions -H "Authorization: Bearer qg-demo-limited-0001" \\
     -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' | grep -iE '^HTTP|^x-quota-(2m|daily)|retry-after|"message"'; echo; done
+  build/quotagate keys show demo-limited -c examples/demo.yaml
+
+Keys made at run time (stored hashed; the secret is printed once): a key with 3 requests
+per 5 minutes; use it until the 429, see its window, then disable it (403 key_disabled):
+
+  build/quotagate keys create team-a --policy period=5m,limit=3,unit=requests -c examples/demo.yaml
+  K=qg-...   # the secret printed above
+  for i in \$(seq 1 4); do curl -si $G/v1/chat/completions -H "Authorization: Bearer \$K" \
+    -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' | grep -iE '^HTTP|^x-quota-5m|retry-after|"message"'; echo; done
+  build/quotagate keys list -c examples/demo.yaml
+  build/quotagate keys disable key_... -c examples/demo.yaml   # its id, from the list
 
 Ctrl-C stops both.
 MSG
