@@ -21,6 +21,22 @@
 
 static const char *unit_name(qg_unit u) { return u == QG_UNIT_USD ? "usd" : u == QG_UNIT_REQUESTS ? "requests" : "tokens"; }
 
+/* The anchor as it was given: its wall-clock time in its own UTC offset (daily and weekly
+ * windows turn at that time), with anchor_ms the instant. */
+static void anchor_json(qg_buf *b, const qg_policy_cfg *p)
+{
+    char t[48];
+    int off = p->anchor_offset_min;
+    if (p->anchor_ms <= 0 || qg_format_rfc3339(p->anchor_ms + (int64_t)off * 60000, t, sizeof t) <= 0) {
+        qg_buf_json_time(b, "anchor", p->anchor_ms);
+        return;
+    }
+    size_t n = strlen(t);
+    if (off && n && t[n - 1] == 'Z')
+        snprintf(t + n - 1, sizeof t - (n - 1), "%c%02d:%02d", off < 0 ? '-' : '+', abs(off) / 60, abs(off) % 60);
+    qg_buf_appendf(b, ",\"anchor\":\"%s\",\"anchor_ms\":%lld", t, (long long)p->anchor_ms);
+}
+
 static void policy_json(qg_buf *b, const qg_keyq *k, int i, int64_t now)
 {
     const qg_kq_policy *p = &k->p[i];
@@ -30,7 +46,7 @@ static void policy_json(qg_buf *b, const qg_keyq *k, int i, int64_t now)
                       "\"auto_resume\":%s",
                    p->label, unit_name(p->cfg.unit), (long long)p->limit, p->cfg.strict ? "strict" : "graceful",
                    p->cfg.on_exhausted_disable ? "disable" : "reject", p->cfg.auto_resume ? "true" : "false");
-    qg_buf_json_time(b, "anchor", p->cfg.anchor_ms);
+    anchor_json(b, &p->cfg);
     qg_buf_json_time(b, "window_start", ok ? st.w.start_ms : 0);
     qg_buf_json_time(b, "reset", ok ? st.w.end_ms : 0);
     qg_buf_appendf(b, ",\"used\":%lld,\"remaining\":%lld,\"exhausted\":%s}", (long long)(ok ? st.used : 0),
