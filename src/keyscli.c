@@ -13,6 +13,7 @@
 #include "keyscli.h"
 
 #include "adminclient.h"
+#include "keylocal.h"
 #include "config.h"
 #include "timefmt.h"
 
@@ -122,6 +123,9 @@ static const char options_text[] =
     "                          is asked at its listen address, with its admin_token\n"
     "      --json              print the gateway's JSON (its answer as received) instead of\n"
     "                          text\n"
+    "      --db[=PATH]         work on the SQLite store (default: the config's) instead of\n"
+    "                          asking the gateway: for a gateway that is stopped (a running\n"
+    "                          one reads stored keys only at start)\n"
     "  -h, --help              print this text\n";
 
 static const char keys_usage[] =
@@ -182,6 +186,7 @@ static const subcmd *find_subcmd(const char *name)
 
 typedef struct {
     const char *config;
+    const char *db;                          /* --db: NULL ask the gateway; "" the config's store */
     const char *id;                          /* the ID; create's NAME */
     bool json;
     const char *name, *total, *expires, *status; /* NULL: not given */
@@ -197,7 +202,7 @@ static void free_opts(keys_opts *o)
     o->models = o->policies = NULL;
 }
 
-enum { O_JSON = 256, O_NAME, O_MODEL, O_NO_MODELS, O_TOTAL, O_EXPIRES, O_DISABLED, O_POLICY, O_NO_POLICIES,
+enum { O_JSON = 256, O_DB, O_NAME, O_MODEL, O_NO_MODELS, O_TOTAL, O_EXPIRES, O_DISABLED, O_POLICY, O_NO_POLICIES,
        O_STATUS };
 
 #define SC_ALL 0xffu
@@ -210,6 +215,7 @@ static const struct {
     unsigned subcmds;   /* which subcommands take it */
 } opt_defs[] = {
     {"config", 1, 'c', SC_ALL},          {"json", 0, O_JSON, SC_ALL},
+    {"db", 2, O_DB, SC_ALL},
     {"help", 0, 'h', SC_ALL},            {"name", 1, O_NAME, SC_BIT(SC_UPDATE)},
     {"model", 1, O_MODEL, SC_EDIT},      {"no-models", 0, O_NO_MODELS, SC_BIT(SC_UPDATE)},
     {"total-quota", 1, O_TOTAL, SC_EDIT}, {"expires-at", 1, O_EXPIRES, SC_EDIT},
@@ -269,6 +275,8 @@ static int parse_args(const subcmd *sc, int argc, char **argv, keys_opts *o)
         switch (c) {
         case 'c': o->config = optarg; break;
         case O_JSON: o->json = true; break;
+        case O_DB: o->db = optarg ? optarg : ""; break; /* "--db=PATH"; "--db" alone: the config's store
+                                                            (a separate PATH would read as the ID) */
         case 'h': usage_of(stdout, sc); return 0;
         case O_NAME: o->name = optarg; break;
         case O_MODEL: o->models[o->n_models++] = optarg; break;
@@ -1083,6 +1091,25 @@ static int ask(const char *sub, const qg_config *cfg, const char *method, const 
     return status >= 200 && status < 300 ? 0 : refused(sub, cfg, peer.where, method, path, id, status, body);
 }
 
+/* --db: the same operation on the store file, answered in the admin API's shapes. */
+static int from_store(const subcmd *sc, const keys_opts *o, const qg_config *cfg, const qg_buf *req, qg_buf *body,
+                      char *where, size_t where_cap)
+{
+    static const qg_kl_op op_of[] = {[SC_LIST] = QG_KL_LIST,     [SC_SHOW] = QG_KL_SHOW,     [SC_RESET] = QG_KL_RESET,
+                                     [SC_CREATE] = QG_KL_CREATE, [SC_UPDATE] = QG_KL_UPDATE, [SC_DISABLE] = QG_KL_DISABLE,
+                                     [SC_ENABLE] = QG_KL_ENABLE, [SC_DELETE] = QG_KL_DELETE};
+    const char *db = *o->db ? o->db : cfg->store_sqlite;
+    snprintf(where, where_cap, "store %s", db);
+    char err[600];
+    int status = qg_keys_local(cfg, db, op_of[sc->kind], o->id, req ? req->data : NULL, req ? req->len : 0, body, err,
+                               sizeof err);
+    if (status < 0) {
+        fprintf(stderr, "quotagate keys %s: %s\n", sc->name, err);
+        return 1;
+    }
+    return status >= 200 && status < 300 ? 0 : refused(sc->name, cfg, where, "", "", o->id, status, body);
+}
+
 static int print_raw(const qg_buf *b)
 {
     fwrite(b->data ? b->data : "", 1, b->len, stdout);
@@ -1131,7 +1158,8 @@ static int run(const subcmd *sc, const keys_opts *o, const qg_config *cfg, const
     qg_buf_append(&path, "", 1); /* NUL-terminated */
     qg_buf body;
     qg_buf_init(&body, MAX_RESPONSE);
-    int rc = ask(sc->name, cfg, method_of[sc->kind], path.data, req, o->id, &body, where, sizeof where);
+    int rc = o->db ? from_store(sc, o, cfg, req, &body, where, sizeof where)
+                   : ask(sc->name, cfg, method_of[sc->kind], path.data, req, o->id, &body, where, sizeof where);
     int64_t now = qg_now_ms(); /* after the answer: what it says happened is not "in <1s" */
     if (rc == 0 && o->json) {
         rc = print_raw(&body);

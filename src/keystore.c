@@ -4,6 +4,7 @@
 #include "keystore.h"
 
 #include "keys.h"
+#include "ledger.h"
 #include "mailbox.h"
 #include "quota.h"
 #include "timefmt.h"
@@ -451,6 +452,54 @@ static void *keystore_main(void *arg)
     }
     serve_ops(ks);
     return NULL;
+}
+
+/* ---- counters ---- */
+
+typedef struct {
+    qg_keydir *dir;
+    int64_t now;
+    int n;
+} counter_load;
+
+/* A saved counter: the key of that id (O(1)), its policy of that signature.  Counters of
+ * keys deleted since, or of policies edited away, match nothing. */
+static void load_counter(void *ud, const char *key, uint64_t policy, int64_t window, int64_t used, bool total)
+{
+    counter_load *cl = ud;
+    qg_keyent *e = qg_keydir_by_id(cl->dir, qg_slice_of(key));
+    const qg_keyrec *r = e ? qg_keyent_rec(e) : NULL;
+    if (!r) return;
+    qg_keyq *k = r->kq;
+    if (total) qg_keyq_restore_total(k, used);
+    for (int p = 0; !total && p < k->n_p; p++) {
+        if (k->p[p].signature != policy) continue;
+        if (used == -1) qg_keyq_restore_pause(k, p, window); /* a saved pause: window = its end */
+        else qg_keyq_restore_window(k, p, window, used, cl->now);
+    }
+    cl->n++;
+}
+
+int qg_keys_restore_counters(qg_keydir *dir, const char *path, int64_t now, char *err, size_t errlen)
+{
+    counter_load cl = {dir, now, 0};
+    return qg_ledger_load_key_counters(path, load_counter, &cl, err, errlen) < 0 ? -1 : cl.n;
+}
+
+void qg_keys_reset(qg_ledger *l, int worker, const qg_keyrec *r, int64_t now)
+{
+    qg_keyq *k = r->kq;
+    qg_keyq_reset(k, now);
+    uint64_t sig[QG_KEY_MAX_POLICIES];
+    int64_t win[QG_KEY_MAX_POLICIES];
+    int n = 0;
+    for (int p = 0; p < k->n_p; p++) {
+        qg_kq_status st;
+        if (qg_keyq_status(k, p, now, &st) < 0) continue;
+        sig[n] = k->p[p].signature, win[n++] = st.w.index;
+    }
+    qg_ledger_reset_key(l, worker, r->ent->id, sig, win, n);
+    qg_info("key %s (%s) reset (current windows zeroed, pause ended)", r->ent->id, r->name);
 }
 
 /* ---- public ---- */

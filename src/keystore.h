@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "keydir.h"
+#include "ledger.h"
 #include "loop.h"
 
 typedef struct qg_keystore qg_keystore;
@@ -47,6 +48,12 @@ void qg_keystore_poll(qg_keystore *ks, int worker);
 /* After the workers stopped: finishes the posted operations (their callbacks are not run)
  * and stops the thread. */
 void qg_keystore_close(qg_keystore *ks);
+/* Start-up: the counters saved with the ledger rows (key_window, key_total, key_pause),
+ * restored into the keys of dir by id.  Returns how many matched a key, or -1 with err. */
+int qg_keys_restore_counters(qg_keydir *dir, const char *path, int64_t now, char *err, size_t errlen);
+/* The manual reset (SPEC §4.11): r's current windows zeroed and any pause ended, in memory
+ * now and in the store through the ledger writer, in order with the rows. */
+void qg_keys_reset(qg_ledger *l, int worker, const qg_keyrec *r, int64_t now);
 /* Keys loaded from the store at open. */
 size_t qg_keystore_loaded(const qg_keystore *ks);
 

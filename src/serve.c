@@ -186,36 +186,12 @@ static void restore_accounts(qg_gateway *gw)
     if (n > 0) qg_info("store: restored the quota state of %d account(s)", n);
 }
 
-typedef struct {
-    qg_gateway *gw;
-    int64_t now;
-    int n;
-} key_load;
-
-/* A saved counter: the key of that id (O(1): keydir), its policy of that signature.  Counters
- * of keys deleted since, or of policies edited away, match nothing. */
-static void load_key_counter(void *ud, const char *key, uint64_t policy, int64_t window, int64_t used, bool total)
-{
-    key_load *kl = ud;
-    qg_keyent *e = qg_keydir_by_id(kl->gw->keys, qg_slice_of(key));
-    const qg_keyrec *r = e ? qg_keyent_rec(e) : NULL;
-    if (!r) return;
-    qg_keyq *k = r->kq;
-    if (total) qg_keyq_restore_total(k, used);
-    for (int p = 0; !total && p < k->n_p; p++) {
-        if (k->p[p].signature != policy) continue;
-        if (used == -1) qg_keyq_restore_pause(k, p, window); /* a saved pause: window = its end */
-        else qg_keyq_restore_window(k, p, window, used, kl->now);
-    }
-    kl->n++;
-}
-
 static void restore_key_counters(qg_gateway *gw)
 {
     char err[300];
-    key_load kl = {gw, qg_now_ms(), 0};
-    if (qg_ledger_load_key_counters(gw->cfg->store_sqlite, load_key_counter, &kl, err, sizeof err) < 0) qg_warn("%s", err);
-    else if (kl.n) qg_info("store: restored %d key quota counter(s)", kl.n);
+    int n = qg_keys_restore_counters(gw->keys, gw->cfg->store_sqlite, qg_now_ms(), err, sizeof err);
+    if (n < 0) qg_warn("%s", err);
+    else if (n) qg_info("store: restored %d key quota counter(s)", n);
 }
 
 static int split_listen(const char *host, int port, char *out, size_t outlen)

@@ -1179,3 +1179,55 @@ def test_keys_reset_after_a_request_on_another_worker(env):
         if rnd < 2:  # the next round exhausts it again from used 0: one request first
             eq(post(env, "race-key-0001", "/v1/chat/completions", data).status, 200, "round %d: refill" % rnd)
             time.sleep(0.3)
+
+
+@keys_test
+def test_keys_cli_db_on_a_stopped_gateway(env):
+    """`quotagate keys ... --db` works on the store file with the gateway stopped, through
+    the gateway's own key store code: a key created there (secret printed once) is served
+    after the gateway starts, with its policy; list/show/disable/update/delete --db answer
+    in the admin API's shapes (--json equals what the gateway then shows); a static key
+    cannot be changed (exit 1, key_from_config) but can be reset; an unreadable store
+    exits 1."""
+    env.sim = env.start_sim()
+    gateway(env, prov("p14", env.sim, "m14", "k14-up"), key_entry("st14", "st14-key-0001",
+                                                                  [policy("60m", 5, "requests")]))
+    eq(env.gw.stop(), 0, "SIGTERM exit code")
+    r = cli(env, "keys", "create", "offline", "--policy", "period=60m,limit=2,unit=requests", "--json", "-c", env.cfg,
+            "--db")
+    eq(r.returncode, 0, "keys create --db (stderr %r)" % r.stderr)
+    made = json.loads(r.stdout)
+    secret, kid = made["key"], made["id"]
+    assert secret.startswith("qg-") and kid.startswith("key_"), made
+    r = cli(env, "keys", "list", "--json", "-c", env.cfg, "--db=" + env.db)
+    eq(r.returncode, 0, "keys list --db=PATH")
+    eq([k["id"] for k in json.loads(r.stdout)["data"]][-2:], ["st14", kid], "the config's keys, then the new one")
+    assert secret not in r.stdout, "the secret is shown once"
+    eq(cli(env, "keys", "update", "st14", "--name", "x", "-c", env.cfg, "--db").returncode, 1, "a config key is read-only")
+    eq(cli(env, "keys", "reset", "st14", "-c", env.cfg, "--db").returncode, 0, "a config key can be reset")
+    eq(cli(env, "keys", "show", "nope", "-c", env.cfg, "--db").returncode, 1, "unknown id")
+    eq(cli(env, "keys", "list", "-c", env.cfg, "--db=/nonexistent/x.db").returncode, 1, "unreadable store")
+
+    env.start_gateway(env.cfg)
+    for i in range(2):
+        r = post(env, secret, "/v1/chat/completions", body("m14", max_tokens=2))
+        eq(r.status, 200, "the key made offline is served (%r)" % r.body[:200])
+        eq(int(r.headers["x-quota-60m-remaining"]), 1 - i, "with its policy")
+    check_key_429(post(env, secret, "/v1/chat/completions", body("m14", max_tokens=2)), "openai",
+                  "key_policy_exhausted", "its policy is enforced")
+    settled(env)
+    online = admin_key(env, kid)
+    eq(online["policies"][0]["used"], 2, "the gateway's view")
+    eq(env.gw.stop(), 0, "SIGTERM exit code")
+    r = cli(env, "keys", "show", kid, "--json", "-c", env.cfg, "--db")
+    eq(r.returncode, 0, "keys show --db")
+    eq(json.loads(r.stdout)["policies"][0]["used"], 2, "--db restores the counters as the gateway does")
+    eq(cli(env, "keys", "disable", kid, "-c", env.cfg, "--db").returncode, 0, "keys disable --db")
+    env.start_gateway(env.cfg)
+    r = post(env, secret, "/v1/chat/completions", body("m14", max_tokens=2))
+    eq((r.status, err_code(r)), (403, "key_disabled"), "disabled offline: refused after the start")
+    eq(env.gw.stop(), 0, "SIGTERM exit code")
+    r = cli(env, "keys", "delete", kid, "-c", env.cfg, "--db")
+    eq((r.returncode, r.stdout.strip()), (0, "deleted " + kid), "keys delete --db")
+    env.start_gateway(env.cfg)
+    eq(post(env, secret, "/v1/chat/completions", body("m14", max_tokens=2)).status, 401, "deleted offline: unknown")
