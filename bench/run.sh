@@ -21,6 +21,15 @@
 #      same gateway with 2 accounts serving the same 100 models, requests spread over the 100
 #      models: RPS in ROUNDS interleaved pairs (median of pair ratios) and instructions per
 #      request (one callgrind run each, 2,000 requests to one model)
+#   F  keys at scale: the benchmark key as an admin key in the key store (the same three
+#      policies, the same secret) among 10 keys, and among 1,000,000 (BENCH_F_KEYS); the
+#      gateway alone, no key in its config, the same requests as A: RPS in ROUNDS
+#      interleaved pairs (median of pair ratios), start-up time (launch to the "listening"
+#      log line) and VmRSS after start-up, and instructions per request (BENCH_CG_RUNS
+#      interleaved callgrind runs each as in D, started with --instr-atstart=no so 1,000,000
+#      keys load at valgrind's uninstrumented speed). The stores are made once by
+#      bench/keystore.py from a template the gateway writes itself (one key made through the
+#      admin API), cached in BENCH_KEYS_DIR, and copied fresh (empty ledger) for every start
 #   D  instructions per request under valgrind --tool=callgrind (200 warm-up requests, counters
 #      zeroed, 2,000 requests, counters dumped; 0.5 s of quiet before each so the ledger writer
 #      has flushed), BENCH_CG_RUNS times each, interleaved; the median is reported, with the
@@ -43,8 +52,11 @@
 #   QG_SIM_BIN=path    binary that runs `sim` (default: QG_BIN)
 #   QG_LOAD=path       qgload binary (default build/qgload)
 #   BENCH_SECONDS=10   length of each measured run in A and B
-#   BENCH_ROUNDS=3     gateway/nginx pairs in A
-#   BENCH_CG_RUNS=3    callgrind runs of each proxy in D
+#   BENCH_ROUNDS=3     gateway/nginx pairs in A (and E)
+#   BENCH_F_ROUNDS=n   10-key/large-store pairs in F (default: BENCH_ROUNDS)
+#   BENCH_CG_RUNS=3    callgrind runs of each proxy in D, and of each store in F
+#   BENCH_F_KEYS=1000000  keys in F's large store (the small one has 10)
+#   BENCH_KEYS_DIR=dir cache of F's stores (default build/bench; delete a file to remake it)
 #   BENCH_TMP=dir      scratch directory, ledger included; must be on disk (default build/bench-tmp)
 #   BENCH_OUT=path     results file (default bench/results/latest.txt)
 #   BENCH_KEEP=1       keep the scratch run directory (configs, logs, ledger, callgrind files)
@@ -59,6 +71,9 @@ DUR=${BENCH_SECONDS:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
 CG_RUNS=${BENCH_CG_RUNS:-3}
 TMPROOT=$(abs "${BENCH_TMP:-$PWD/build/bench-tmp}")
+KEYS_DIR=$(abs "${BENCH_KEYS_DIR:-$PWD/build/bench}")
+F_KEYS=${BENCH_F_KEYS:-1000000}
+F_ROUNDS=${BENCH_F_ROUNDS:-$ROUNDS}
 OUT=$(abs "${BENCH_OUT:-$PWD/bench/results/latest.txt}")
 SIM=19401 GW=19402 NGX=19403
 KEY=bench-key-000001
@@ -69,6 +84,9 @@ for t in wrk nginx valgrind callgrind_control taskset; do command -v $t >/dev/nu
 case $DUR in '' | *[!0-9]* | 0) fail "BENCH_SECONDS must be a positive integer" ;; esac
 case $ROUNDS in '' | *[!0-9]* | 0) fail "BENCH_ROUNDS must be a positive integer" ;; esac
 case $CG_RUNS in '' | *[!0-9]* | 0) fail "BENCH_CG_RUNS must be a positive integer" ;; esac
+case $F_ROUNDS in '' | *[!0-9]* | 0) fail "BENCH_F_ROUNDS must be a positive integer" ;; esac
+case $F_KEYS in '' | *[!0-9]*) fail "BENCH_F_KEYS must be an integer above 10" ;; esac
+[ "$F_KEYS" -gt 10 ] || fail "BENCH_F_KEYS must be an integer above 10"
 
 mkdir -p "$TMPROOT"
 dir=$(mktemp -d "$TMPROOT/run.XXXXXX")
@@ -110,6 +128,9 @@ keys:
       - { period: daily, limit: 1000000000000, unit: requests, anchor: "2026-01-01T00:00:00+08:00" }
       - { period: monthly, limit: 1000000000, unit: usd, boundary: graceful }
 EOF
+# F: the same gateway with no key in its config: the benchmark key is in the store
+sed '/^keys:/,$d' "$dir/gw.yaml" >"$dir/gw-keys.yaml"
+sed "s|sqlite: $dir/ledger.db|sqlite: $dir/template.db|" "$dir/gw-keys.yaml" >"$dir/template.yaml"
 # E: 100 models over 2 accounts, and over 10,000 (100 providers of 100 accounts)
 bucket_list='[ { name: day, kind: window, unit: tokens, limit: 1000000000000, period: 1d }, { name: credits, kind: credits, unit: requests, limit: 1000000000000 } ]'
 scale_head() { printf 'listen: 127.0.0.1:%s\nworkers: 1\nadmin_token: bench-admin\nstore: { sqlite: %s/ledger.db }\nlimits: { max_connections: 20000 }\nkeys:\n  - { name: bench, key: %s }\nproviders:\n' $GW "$dir" $KEY; }
@@ -187,9 +208,16 @@ field() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1==k{print $2}'; }
 
 start_sim() { taskset -c 1 "$SIM_BIN" sim --listen 127.0.0.1:$SIM "$@" >"$dir/sim.log" 2>&1 & sim_pid=$!; pids+=("$sim_pid"); wait_port $SIM; }
 stop_sim() { kill -0 "$sim_pid" 2>/dev/null || fail "the simulator died (log: $(tail -3 "$dir/sim.log" | tr '\n' ' '))"; kill "$sim_pid"; wait "$sim_pid" 2>/dev/null || true; }
-start_proxy() { # start_proxy gateway|nginx|direct [wrapper...] ; sets proxy_pid, port, key
+# F's stores: keys-small (10 keys) and keys-large (F_KEYS), each started from a fresh copy
+declare -A F_STORE=([keys-small]="$KEYS_DIR/keys-10.db" [keys-large]="$KEYS_DIR/keys-$F_KEYS.db")
+start_proxy() { # start_proxy gateway|nginx|direct|keys-small|keys-large [wrapper...] ; sets proxy_pid, port, key
   local which=$1; shift
   case $which in
+  keys-small | keys-large) port=$GW key=$KEY; rm -f "$dir"/ledger.db "$dir"/ledger.db-wal "$dir"/ledger.db-shm "$dir/gw.log"
+    cp "${F_STORE[$which]}" "$dir/ledger.db"; sync "$dir/ledger.db"   # no writeback of the copy during the run
+    launch_ns=$(date +%s%N)
+    taskset -c 0 "$@" "$BIN" serve -c "$dir/gw-keys.yaml" >"$dir/gw.log" 2>&1 &
+    proxy_pid=$!; pids+=("$proxy_pid"); wait_listening "$which"; return ;;
   gateway | gw-2 | gw-10k) port=$GW key=$KEY; rm -f "$dir"/ledger.db "$dir"/ledger.db-wal "$dir"/ledger.db-shm   # an empty ledger each start
     local cfg=$dir/gw.yaml; [ "$which" = gateway ] || cfg=$dir/$which.yaml
     taskset -c 0 "$@" "$BIN" serve -c "$cfg" >"$dir/gw.log" 2>&1 & ;;
@@ -197,6 +225,18 @@ start_proxy() { # start_proxy gateway|nginx|direct [wrapper...] ; sets proxy_pid
   direct) port=$SIM key=sim-bench proxy_pid=; return ;;
   esac
   proxy_pid=$!; pids+=("$proxy_pid"); wait_port $port
+}
+# wait_listening WHICH: until the gateway logs "listening" (its keys are loaded by then); sets
+# start_ms, from launch to the line seen (polled every 10 ms from core 1), and rss_kib (VmRSS).
+wait_listening() {
+  local out rc=0 why=died
+  out=$(taskset -c 1 bash -c 'until grep -q " listening on " "$1" 2>/dev/null; do
+      kill -0 "$2" 2>/dev/null || exit 1; [ $(($(date +%s) - $3 / 1000000000)) -lt 600 ] || exit 2; sleep 0.01; done
+    echo $((($(date +%s%N) - $3) / 1000000))' _ "$dir/gw.log" "$proxy_pid" "$launch_ns") || rc=$?
+  [ $rc = 2 ] && why="was not listening after 600 s"
+  [ $rc = 0 ] || fail "F ($1): the gateway $why starting on ${F_STORE[$1]}; last lines of its log: $(tail -3 "$dir/gw.log" 2>/dev/null | tr '\n' ' ')"
+  start_ms=$out
+  rss_kib=$(awk '/^VmRSS:/{print $2}' "/proc/$proxy_pid/status")
 }
 # A proxy that died before we stop it fails the run (the bench once found a crash this way).
 check_alive() { # check_alive PHASE WHICH
@@ -273,6 +313,35 @@ expect_requests() { # expect_requests PHASE WHICH N: load_out must report exactl
   [ -n "$(field "$load_out" non2xx)" ] || old_qgload
   local got; got=$(field "$load_out" requests)
   [ "$got" = "$3" ] || fail "$1 ($2): expected $3 responses, qgload got $got: $load_out"
+}
+
+# callgrind_run PHASE WHICH [valgrind option...]: one callgrind count of the current build of
+# WHICH (D, F); sets ir, instructions per measured request. 200 warm-up requests, counters
+# zeroed, 2,000 requests, counters dumped. With --instr-atstart=no (F: a million keys load
+# uninstrumented) instrumentation is turned on once the proxy listens, before the warm-up.
+callgrind_run() {
+  local phase=$1 which=$2 f; shift 2
+  start_proxy $which valgrind --tool=callgrind --callgrind-out-file="$dir/cg.$which.%p" -q "$@"
+  case " $* " in *" --instr-atstart=no "*)
+    callgrind_control -i on "$proxy_pid" >/dev/null 2>&1 || fail "$phase ($which): callgrind_control -i on failed" ;;
+  esac
+  run_qgload "$phase warm-up" $which rate -p $port -r 100 -d 2 -c 1 -k $KEY -m bench-model     # 200 requests
+  expect_requests "$phase warm-up" $which 200
+  sleep 0.5   # the ledger writer flushes every 100 ms: the warm-up's rows land before the zero
+  callgrind_control -z "$proxy_pid" >/dev/null 2>&1 || fail "$phase ($which): callgrind_control -z failed"
+  run_qgload "$phase" $which rate -p $port -r 400 -d 5 -c 1 -k $KEY -m bench-model             # measured: 2,000
+  expect_requests "$phase" $which 2000
+  checked=$((checked + 2000))
+  sleep 0.5   # ... and the measured rows before the dump
+  callgrind_control -d "$proxy_pid" >/dev/null 2>&1 || fail "$phase ($which): callgrind_control -d failed"
+  sleep 0.5
+  f=$(ls -t "$dir"/cg.$which."$proxy_pid".* 2>/dev/null | head -1)
+  [ -n "$f" ] || fail "$phase ($which): callgrind wrote no dump"
+  ir=$(awk '/^summary:|^totals:/{print $2; exit}' "$f")
+  [ -n "$ir" ] || fail "$phase ($which): no total in $f"
+  ir=$(awk -v i="$ir" 'BEGIN{printf "%.0f", i / 2000}')
+  check_alive "$phase" $which
+  stop_proxy
 }
 
 median() { # median FORMAT VALUE...
@@ -385,32 +454,77 @@ for which in gw-2 gw-10k; do
 done
 stop_sim
 
+# ---- F: keys at scale: the benchmark key among 10 admin keys in the store, and among F_KEYS
+# F's stores, made once: a template the gateway writes itself (its schema, and one admin key
+# made through the admin API with the three policies of gw.yaml's bench key), then
+# bench/keystore.py: that key renamed key_0000000000000000 with the secret $KEY, and the
+# filler keys after it
+make_stores() {
+  mkdir -p "$KEYS_DIR"
+  local tpl=$KEYS_DIR/keys-template.db n t0
+  if [ ! -f "$tpl" ]; then
+    rm -f "$dir"/template.db "$dir"/template.db-wal "$dir"/template.db-shm
+    taskset -c 0 "$BIN" serve -c "$dir/template.yaml" >"$dir/template.log" 2>&1 &
+    proxy_pid=$!; pids+=("$proxy_pid"); wait_port $GW
+    "$BIN" keys create bench -c "$dir/template.yaml" --policy period=5h,limit=1000000000000,unit=tokens \
+      --policy period=daily,limit=1000000000000,unit=requests,anchor=2026-01-01T00:00:00+08:00 \
+      --policy period=monthly,limit=1000000000,unit=usd,boundary=graceful >"$dir/template-create.log" 2>&1 ||
+      fail "F: quotagate keys create failed: $(tail -3 "$dir/template-create.log" | tr '\n' ' ')"
+    stop_proxy
+    python3 -c 'import sqlite3, sys; d = sqlite3.connect(sys.argv[2]); sqlite3.connect(sys.argv[1]).backup(d); d.execute("PRAGMA journal_mode=DELETE")' \
+      "$dir/template.db" "$tpl.tmp" && mv "$tpl.tmp" "$tpl" || fail "F: cannot copy the template store to $tpl"
+    echo "  F: made the template store $tpl" >&2
+  fi
+  for n in 10 "$F_KEYS"; do
+    [ -f "$KEYS_DIR/keys-$n.db" ] && continue
+    python3 bench/keystore.py "$tpl" "$KEYS_DIR/keys-$n.db" "$n" "$KEY" >&2 || fail "F: bench/keystore.py could not make the store of $n keys"
+  done
+}
+make_stores
+start_sim --chunks 8 --workers 1
+f_ratios=() f_small=() f_large=() f_st_small=() f_st_large=() f_rss_small=() f_rss_large=() f_lines=()
+for r in $(seq 1 "$F_ROUNDS"); do
+  for which in keys-small keys-large; do
+    phase="F round $r/$F_ROUNDS"
+    start_proxy $which
+    R[$which.start_ms]=$start_ms R[$which.rss]=$rss_kib
+    run_wrk "$phase warm-up" $which 2 count
+    warm=$wrk_reqs
+    run_wrk "$phase" $which "$DUR" plain
+    check_alive "$phase" $which
+    stop_proxy
+    check_ledger "$phase" $((warm + wrk_reqs)) 64
+    checked=$((checked + wrk_reqs))
+    R[$which.rps]=$(echo "$wrk_out" | awk '/Requests\/sec/{print $2}')
+  done
+  f_small+=("${R[keys-small.rps]}") f_large+=("${R[keys-large.rps]}")
+  f_st_small+=("${R[keys-small.start_ms]}") f_st_large+=("${R[keys-large.start_ms]}")
+  f_rss_small+=("${R[keys-small.rss]}") f_rss_large+=("${R[keys-large.rss]}")
+  f_ratios+=("$(div "${R[keys-large.rps]}" "${R[keys-small.rps]}")")
+  f_lines+=("$(printf "  pair %d: RPS 10 keys %s, %s keys %s, ratio %s; start-up %s / %s ms; VmRSS %s / %s KiB" "$r" \
+    "${R[keys-small.rps]}" "$F_KEYS" "${R[keys-large.rps]}" "$(fmt "${f_ratios[-1]}" %.3f)" \
+    "${R[keys-small.start_ms]}" "${R[keys-large.start_ms]}" "${R[keys-small.rss]}" "${R[keys-large.rss]}")")
+  echo "  F ${f_lines[-1]#  }" >&2
+done
+f_ir_small=() f_ir_large=()
+for r in $(seq 1 "$CG_RUNS"); do
+  for which in keys-small keys-large; do
+    callgrind_run "F callgrind run $r/$CG_RUNS" $which --instr-atstart=no
+    if [ $which = keys-small ]; then f_ir_small+=("$ir"); else f_ir_large+=("$ir"); fi
+    echo "  F callgrind run $r: $which $ir Ir/request" >&2
+  done
+done
+stop_sim
+
 # ---- D: instructions per request (callgrind), same requests for both, runs interleaved
 start_sim --chunks 8 --workers 1
 g_ir=() n_ir=()
 for r in $(seq 1 "$CG_RUNS"); do
   for which in gateway nginx; do
     phase="D run $r/$CG_RUNS"
-    start_proxy $which valgrind --tool=callgrind --callgrind-out-file="$dir/cg.$which.%p" -q
-    run_qgload "$phase warm-up" $which rate -p $port -r 100 -d 2 -c 1 -k $KEY -m bench-model     # 200 requests
-    expect_requests "$phase warm-up" $which 200
-    sleep 0.5   # the ledger writer flushes every 100 ms: the warm-up's rows land before the zero
-    callgrind_control -z "$proxy_pid" >/dev/null 2>&1 || fail "$phase ($which): callgrind_control -z failed"
-    run_qgload "$phase" $which rate -p $port -r 400 -d 5 -c 1 -k $KEY -m bench-model             # measured: 2,000
-    expect_requests "$phase" $which 2000
-    checked=$((checked + 2000))
-    sleep 0.5   # ... and the measured rows before the dump
-    callgrind_control -d "$proxy_pid" >/dev/null 2>&1 || fail "$phase ($which): callgrind_control -d failed"
-    sleep 0.5
-    f=$(ls -t "$dir"/cg.$which."$proxy_pid".* 2>/dev/null | head -1)
-    [ -n "$f" ] || fail "$phase ($which): callgrind wrote no dump"
-    ir=$(awk '/^summary:|^totals:/{print $2; exit}' "$f")
-    [ -n "$ir" ] || fail "$phase ($which): no total in $f"
-    ir=$(awk -v i="$ir" 'BEGIN{printf "%.0f", i / 2000}')
+    callgrind_run "$phase" $which
     if [ $which = gateway ]; then g_ir+=("$ir"); else n_ir+=("$ir"); fi
     echo "  D run $r: $which $ir Ir/request" >&2
-    check_alive "$phase" $which
-    stop_proxy
   done
 done
 stop_sim
@@ -423,6 +537,7 @@ echo "quotagate bench — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(nproc) cores, $(u
 echo "gateway: $BIN (sha256 $(sha256sum "$BIN" | cut -c1-12)); nginx $(nginx -v 2>&1 | sed 's|.*/||')"
 echo "proxies pinned to core 0 (one at a time); wrk/qgload and the simulator on core 1"
 echo "ledger on $fstype ($TMPROOT); A: $ROUNDS interleaved pairs of ${DUR}s each; no failed response ($checked in measured runs)"
+echo "F: stores $KEYS_DIR/keys-10.db and keys-$F_KEYS.db, $F_ROUNDS interleaved pairs, $CG_RUNS callgrind runs each"
 echo
 printf "%-44s %14s %14s %8s\n" "figure" "gateway" "nginx" "ratio"
 printf "%-44s %14s %14s %8s\n" "non-stream RPS (wrk -c32, ${DUR}s; median)" "$(median %.0f "${g_rps[@]}")" "$(median %.0f "${n_rps[@]}")" "$(fmt "$rps_med" %.2f)"
@@ -442,10 +557,22 @@ printf "%-44s %14s %14s %8s\n" "1,000 streams: incomplete" "$(field "${R[gateway
 printf "%-44s %14s %14s %8s\n" "E: RPS over 100 models, 2 / 10,000 accounts" "$(median %.0f "${e_small[@]}")" "$(median %.0f "${e_large[@]}")" "$(fmt "$(median %.4f "${e_ratios[@]}")" %.3f)"
 printf "%-44s %14s %14s %8s\n" "  pair ratios min–max" "" "" "$(minmax "${e_ratios[@]}")"
 printf "%-44s %14s %14s %8s\n" "E: instructions per request, 2 / 10,000" "${R[gw-2.ir]}" "${R[gw-10k.ir]}" "$(fmt "$(div "${R[gw-10k.ir]}" "${R[gw-2.ir]}")" %.3f)"
+fk=$(echo "$F_KEYS" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta')
+printf "%-44s %14s %14s %8s\n" "F: RPS, 10 / $fk keys in the store" "$(median %.0f "${f_small[@]}")" "$(median %.0f "${f_large[@]}")" "$(fmt "$(median %.4f "${f_ratios[@]}")" %.3f)"
+printf "%-44s %14s %14s %8s\n" "  pair ratios min–max" "" "" "$(minmax "${f_ratios[@]}")"
+f_irs=$(median %.0f "${f_ir_small[@]}") f_irl=$(median %.0f "${f_ir_large[@]}")
+printf "%-44s %14s %14s %8s\n" "F: instructions per request, 10 / $fk" "$f_irs" "$f_irl" "$(fmt "$(div "$f_irl" "$f_irs")" %.3f)"
+printf "%-44s %14s %14s %8s\n" "  $CG_RUNS runs min–max" "$(range "${f_ir_small[@]}")" "$(range "${f_ir_large[@]}")" ""
+printf "%-44s %14s %14s %8s\n" "F: start-up ms (launch to listening; median)" "$(median %.0f "${f_st_small[@]}")" "$(median %.0f "${f_st_large[@]}")" ""
+f_rs=$(median %.0f "${f_rss_small[@]}") f_rl=$(median %.0f "${f_rss_large[@]}")
+printf "%-44s %14s %14s %8s\n" "F: VmRSS MiB after start-up (median)" "$(fmt "$f_rs" %.0f | awk '{printf "%.1f", $1 / 1024}')" "$(fmt "$f_rl" %.0f | awk '{printf "%.1f", $1 / 1024}')" ""
+printf "%-44s %14s %14s %8s\n" "F: RSS per added key (bytes)" "" "$(awk -v a="$f_rl" -v b="$f_rs" -v n="$F_KEYS" 'BEGIN{printf "%.0f", (a - b) * 1024 / (n - 10)}')" ""
 printf "%-44s %14s %14s %8s\n" "1,000 streams: events received" "$(field "${R[gateway.streams]}" events)" "$(field "${R[nginx.streams]}" events)" ""
 echo
 echo "A, pair by pair (gateway first in each pair):"
 printf '%s\n' "${pair_lines[@]}"
+echo "F, pair by pair (10 keys first in each pair; start-up and VmRSS: 10 / $F_KEYS keys):"
+printf '%s\n' "${f_lines[@]}"
 echo
 echo "raw:"
 for k in gateway.lat nginx.lat direct.lat gateway.streams nginx.streams; do echo "  $k: ${R[$k]}"; done

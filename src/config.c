@@ -1312,7 +1312,11 @@ static int f_keys(ld *L, yaml_node_t *v, const char *path, void *obj)
         yaml_node_t *at[KF_N] = {0};
         int64_t ok = walk_map(L, it, sub, key_fields, KF_N, k, at);
         unique_name(L, &names, it, path, k->name, i, "key");
-        if (k->name && qg_key_name_is_id_shaped(k->name)) {
+        if (k->name && strlen(k->name) > QG_KEY_MAX_NAME) {
+            char np[CFG_PATH];
+            path_field(np, sizeof np, sub, "name", 4);
+            cfg_err(L, line_of(at[KF_NAME]), np, "is longer than %d bytes", QG_KEY_MAX_NAME);
+        } else if (k->name && qg_key_name_is_id_shaped(k->name)) {
             char np[CFG_PATH];
             path_field(np, sizeof np, sub, "name", 4);
             cfg_err(L, line_of(at[KF_NAME]), np, "has the shape of an admin key's id (key_ and 16 hex digits); choose another");
@@ -1631,6 +1635,8 @@ int qg_key_spec_parse(const char *text, size_t n, qg_key_spec *out, qg_buf *errs
     yaml_node_t *at[QG_ARRAY_LEN(spec_fields)] = {0};
     if (root && walk_map(&L, root, "", spec_fields, QG_ARRAY_LEN(spec_fields), &out->k, at) >= 0)
         out->present = spec_present(&L, root);
+    if (out->k.name && strlen(out->k.name) > QG_KEY_MAX_NAME)
+        cfg_err(&L, line_of(at[0]), "name", "is longer than %d bytes", QG_KEY_MAX_NAME);
     L.doc = NULL;
     yaml_document_delete(&doc);
     yaml_parser_delete(&P);

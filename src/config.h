@@ -117,6 +117,8 @@ typedef struct {
  * failure returns -1 and appends "body:LINE: field: message" lines to errs. */
 int qg_key_spec_parse(const char *text, size_t n, qg_key_spec *out, qg_buf *errs);
 void qg_key_spec_free(qg_key_spec *s);
+/* The longest key name (ids are at most QG_KEY_ID_MAX - 1 = 63 bytes; a config key's name is its id). */
+#define QG_KEY_MAX_NAME 63
 /* Whether a config key's name has the shape of an admin key's id ("key_" + 16 hex digits). */
 bool qg_key_name_is_id_shaped(const char *name);
 

@@ -39,11 +39,17 @@ qg_keyq *qg_keyq_new_from(const qg_keyq *prev, const qg_policy_cfg *policies, si
     qg_keyq *k = qg_xcalloc(1, sizeof *k + n * sizeof k->p[0]); /* zeroed slots: every window empty */
     k->n_p = (int)n;
     k->sh = prev ? prev->sh : &k->own_sh;
+    k->prev = prev;
     for (int i = 0; i < k->n_p; i++) {
         k->p[i].cfg = policies[i];
         k->p[i].signature = qg_policy_signature(&policies[i]);
-        int j = policy_by_signature(prev, k->p[i].signature);
-        k->p[i].slot = j >= 0 ? prev->p[j].slot : k->p[i].own;
+        k->p[i].slot = k->p[i].own;
+        for (const qg_keyq *v = prev; v; v = v->prev) { /* the newest version that had it */
+            int j = policy_by_signature(v, k->p[i].signature);
+            if (j < 0) continue;
+            k->p[i].slot = v->p[j].slot;
+            break;
+        }
         k->p[i].limit = clamp_amount(qg_quota_amount(policies[i].unit, policies[i].limit));
         qg_policy_label(&policies[i], k->p[i].label, sizeof k->p[i].label);
     }

@@ -62,6 +62,7 @@ typedef struct qg_keyq {
     int n_p;
     int64_t total_limit;             /* micro-USD; -1 none */
     qg_kq_shared *sh;                /* &own_sh, or the first version's */
+    const struct qg_keyq *prev;      /* the version this one replaced (never freed: keydir.h) */
     qg_kq_shared own_sh;
     /* A pause after an on_exhausted: disable policy ran out: 0 none, else
      * until_ms << 5 | (policy index + 1); until 0 means "until a manual reset".  The first
@@ -99,7 +100,8 @@ typedef struct {
 /* A key's counters for its policies (at most QG_KEY_MAX_POLICIES are kept) and total quota
  * (< 0: none); free with free(). */
 qg_keyq *qg_keyq_new(const qg_policy_cfg *policies, size_t n, double total_quota_usd);
-/* The counters of an edited key: a policy with the signature of one of prev's shares its
+/* The counters of an edited key: a policy with the signature of one of prev's (or of an
+ * earlier version's: a policy edited away and back keeps its count, as the store does) shares its
  * window words, the total quota's amount and the reset and in-flight counts are shared,
  * and prev's pause carries over if its policy is still there.  prev must outlive the new
  * version (counters are never freed while the process runs: keydir.h). */

@@ -340,6 +340,26 @@ static void op_create(qg_keystore *ks, keyop_msg *m, int64_t now)
     qg_info("admin: key %s (%s) created", m->id, r->name);
 }
 
+/* A policy an edit brings in with no counter in memory (none of the key's versions since
+ * the start had it) gets what the store holds for it: a policy edited away and back, across
+ * a restart, counts on from there, as the store does.  Not published yet: plain restores. */
+static void restore_fresh(qg_keystore *ks, const char *id, qg_keyrec *r, int64_t now)
+{
+    sqlite3_stmt *st = NULL;
+    for (int i = 0; i < r->kq->n_p; i++) {
+        if (r->kq->p[i].slot != r->kq->p[i].own) continue; /* shared with an earlier version */
+        if (!st && sqlite3_prepare_v2(ks->db, "SELECT window,used FROM key_window WHERE key_id=?1 AND policy=?2", -1, &st,
+                                      NULL) != SQLITE_OK)
+            return;
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 2, (int64_t)r->kq->p[i].signature);
+        while (sqlite3_step(st) == SQLITE_ROW)
+            qg_keyq_restore_window(r->kq, i, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1), now);
+    }
+    sqlite3_finalize(st);
+}
+
 /* The key's fields after a PATCH: the body's where given, else the current version's. */
 static void merge(const qg_keyrec *cur, const qg_key_spec *s, qg_key_cfg *out)
 {
@@ -383,6 +403,7 @@ static void op_update(qg_keystore *ks, keyop_msg *m, int64_t now)
     merge(cur, &m->spec, &k);
     qg_keyrec *r = qg_keyrec_new(&k, cur);
     r->updated_ms = now;
+    restore_fresh(ks, m->id, r, now);
     sqlite3_stmt *st = NULL;
     bool ok = begin(ks) == 0 &&
               sqlite3_prepare_v2(ks->db,

@@ -110,17 +110,18 @@ void qg_key_list_json(qg_buf *b, const qg_keydir *d, uint32_t from, int64_t limi
 {
     uint32_t n = qg_keydir_count(d);
     int64_t shown = 0;
-    const char *next = NULL;
+    const char *next = NULL, *last = NULL;
     qg_buf_puts(b, "{\"object\":\"list\",\"data\":[");
     for (uint32_t s = from; s < n; s++) {
         const qg_keyrec *r = qg_keyent_rec(qg_keydir_at(d, s));
         if (!r) continue;
-        if (shown == limit) { /* more follow: the cursor is the last entry before this one */
-            next = qg_keydir_at(d, s - 1)->id;
+        if (shown == limit) { /* more follow: the cursor is the last key shown (it exists) */
+            next = last;
             break;
         }
         if (shown++) qg_buf_puts(b, ",");
         qg_key_json(b, r, now, NULL);
+        last = r->ent->id;
     }
     qg_buf_puts(b, "],\"next\":");
     if (next) qg_buf_json_str(b, next);

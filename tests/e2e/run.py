@@ -22,6 +22,7 @@ from faults import FAULT_TESTS, faults_env  # noqa: E402
 from quota import QUOTA_TESTS  # noqa: E402
 from keys import KEYS_TESTS  # noqa: E402
 from openapi import OPENAPI_TESTS  # noqa: E402
+from adminkeys import ADMINKEYS_TESTS  # noqa: E402
 from harness import (ADMIN, ANTH, AUTH, KEY, Client, Env, chat, eq, last_row, messages, one_provider,  # noqa: E402
                      port_open, request, rss_kb, sse_events, wait_row, wait_until)
 
@@ -623,7 +624,7 @@ def main():
     passed = failed = 0
     shared = {"main": main_env, "faults": faults_env}   # groups that share one environment
     envs = {}
-    selected = [(g, f) for g, f in TESTS + FAULT_TESTS + QUOTA_TESTS + KEYS_TESTS + OPENAPI_TESTS if a.k in f.__name__]
+    selected = [(g, f) for g, f in TESTS + FAULT_TESTS + QUOTA_TESTS + KEYS_TESTS + OPENAPI_TESTS + ADMINKEYS_TESTS if a.k in f.__name__]
 
     def close_env(group):
         nonlocal failed

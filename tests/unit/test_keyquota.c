@@ -910,6 +910,11 @@ static void test_edit_shares_counters(void **state)
     spend(v2, tok(10), NOW);
     assert_int_equal(used(v1, 0, NOW), 3);  /* one set of words */
     assert_int_equal(atomic_load(&v2->sh->inflight), 0);
+    /* edited away and back: the tokens policy of v1 returns with v1's count */
+    qg_keyq *v2b = qg_keyq_new_from(v2, p1, 2, 5.0);
+    assert_int_equal(used(v2b, 1, NOW), 150); /* 100, and the request in flight at the edit: 50 */
+    assert_int_equal(used(v2b, 1, NOW), used(v1, 1, NOW));
+    free(v2b);
     /* a pause carries over while its policy is there */
     qg_policy_cfg p3[] = {daily(100, QG_UNIT_TOKENS, true)};
     p3[0].on_exhausted_disable = true;
