@@ -66,25 +66,40 @@ static void ktab_put(ktab *t, qg_keyent *e, uint64_t k)
     }
 }
 
+/* Publishes a copy of the table with room for `want` entries at most half full. */
+static ktab *tab_grow(qg_keydir *d, _Atomic(ktab *) *where, size_t want, bool by_hash)
+{
+    ktab *t = atomic_load_explicit(where, memory_order_relaxed);
+    size_t cap = t ? t->mask + 1 : 1024;
+    while (cap < 2 * want) cap *= 2;
+    if (t && cap == t->mask + 1) return t;
+    ktab *big = ktab_new(cap);
+    for (size_t i = 0; t && i <= t->mask; i++) {
+        qg_keyent *o = atomic_load_explicit(&t->slot[i], memory_order_relaxed);
+        if (o) ktab_put(big, o, entry_key(o, by_hash));
+    }
+    atomic_store_explicit(where, big, memory_order_release);
+    if (t) t->retired = d->retired_tabs, d->retired_tabs = t;
+    return big;
+}
+
 /* Inserts e, first publishing a table twice the size when this one would pass half full. */
 static void tab_insert(qg_keydir *d, _Atomic(ktab *) *where, size_t *filled, qg_keyent *e, bool by_hash)
 {
     ktab *t = atomic_load_explicit(where, memory_order_relaxed);
-    if (!t || (*filled + 1) * 2 > t->mask + 1) {
-        ktab *big = ktab_new(t ? 2 * (t->mask + 1) : 1024);
-        for (size_t i = 0; t && i <= t->mask; i++) {
-            qg_keyent *o = atomic_load_explicit(&t->slot[i], memory_order_relaxed);
-            if (o) ktab_put(big, o, entry_key(o, by_hash));
-        }
-        atomic_store_explicit(where, big, memory_order_release);
-        if (t) t->retired = d->retired_tabs, d->retired_tabs = t;
-        t = big;
-    }
+    if (!t || (*filled + 1) * 2 > t->mask + 1) t = tab_grow(d, where, *filled + 1, by_hash);
     ktab_put(t, e, entry_key(e, by_hash));
     (*filled)++;
 }
 
 qg_keydir *qg_keydir_new(void) { return qg_xcalloc(1, sizeof(qg_keydir)); }
+
+void qg_keydir_reserve(qg_keydir *d, size_t n)
+{
+    size_t want = atomic_load_explicit(&d->count, memory_order_relaxed) + n;
+    tab_grow(d, &d->by_hash, want, true);
+    tab_grow(d, &d->by_id, want, false);
+}
 
 static void rec_free(qg_keyrec *r)
 {

@@ -96,6 +96,9 @@ void qg_keydir_publish(qg_keydir *d, qg_keyent *e, qg_keyrec *rec);
 /* A version that was never published (an edit the store refused). */
 void qg_keyrec_discard(qg_keyrec *rec);
 
+/* Room for n more keys without growing the tables (the store's load knows its count:
+ * growing a million keys' tables one doubling at a time would retire ~32 MB of copies). */
+void qg_keydir_reserve(qg_keydir *d, size_t n);
 /* Loads the config's static keys (id = name). */
 void qg_keydir_add_config(qg_keydir *d, const qg_config *cfg);
 

@@ -147,6 +147,10 @@ static void loading_start(loading_key *lk, sqlite3_stmt *st)
 static int load_keys(qg_keystore *ks, char *err, size_t errlen)
 {
     sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(ks->db, "SELECT count(*) FROM api_key", -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW) qg_keydir_reserve(ks->dir, (size_t)sqlite3_column_int64(st, 0));
+        sqlite3_finalize(st);
+    }
     if (sqlite3_prepare_v2(ks->db, load_sql, -1, &st, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "store: loading keys: %s", sqlite3_errmsg(ks->db));
         return -1;
