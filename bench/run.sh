@@ -23,8 +23,8 @@
 #      request (one callgrind run each, 2,000 requests to one model)
 #   F  keys at scale: the benchmark key as an admin key in the key store (the same three
 #      policies, the same secret) among 10 keys, and among 1,000,000 (BENCH_F_KEYS); the
-#      gateway alone, no key in its config, the same requests as A: RPS in ROUNDS
-#      interleaved pairs (median of pair ratios), start-up time (launch to the "listening"
+#      gateway alone, no key in its config, the same requests as A: RPS and CPU µs per
+#      request in BENCH_F_ROUNDS interleaved pairs (median of pair ratios), start-up time (launch to the "listening"
 #      log line) and VmRSS after start-up, and instructions per request (BENCH_CG_RUNS
 #      interleaved callgrind runs each as in D, started with --instr-atstart=no so 1,000,000
 #      keys load at valgrind's uninstrumented speed). The stores are made once by
@@ -458,10 +458,11 @@ stop_sim
 # F's stores, made once: a template the gateway writes itself (its schema, and one admin key
 # made through the admin API with the three policies of gw.yaml's bench key), then
 # bench/keystore.py: that key renamed key_0000000000000000 with the secret $KEY, and the
-# filler keys after it
+# filler keys after it. A store older than the template is made again; delete the directory
+# to remake everything (e.g. after a schema change)
 make_stores() {
   mkdir -p "$KEYS_DIR"
-  local tpl=$KEYS_DIR/keys-template.db n t0
+  local tpl=$KEYS_DIR/keys-template.db n
   if [ ! -f "$tpl" ]; then
     rm -f "$dir"/template.db "$dir"/template.db-wal "$dir"/template.db-shm
     taskset -c 0 "$BIN" serve -c "$dir/template.yaml" >"$dir/template.log" 2>&1 &
@@ -476,13 +477,13 @@ make_stores() {
     echo "  F: made the template store $tpl" >&2
   fi
   for n in 10 "$F_KEYS"; do
-    [ -f "$KEYS_DIR/keys-$n.db" ] && continue
+    [ "$KEYS_DIR/keys-$n.db" -nt "$tpl" ] && continue   # made from this template: kept
     python3 bench/keystore.py "$tpl" "$KEYS_DIR/keys-$n.db" "$n" "$KEY" >&2 || fail "F: bench/keystore.py could not make the store of $n keys"
   done
 }
 make_stores
 start_sim --chunks 8 --workers 1
-f_ratios=() f_small=() f_large=() f_st_small=() f_st_large=() f_rss_small=() f_rss_large=() f_lines=()
+f_ratios=() f_cpu_ratios=() f_cpu_small=() f_cpu_large=() f_small=() f_large=() f_st_small=() f_st_large=() f_rss_small=() f_rss_large=() f_lines=()
 for r in $(seq 1 "$F_ROUNDS"); do
   for which in keys-small keys-large; do
     phase="F round $r/$F_ROUNDS"
@@ -490,19 +491,24 @@ for r in $(seq 1 "$F_ROUNDS"); do
     R[$which.start_ms]=$start_ms R[$which.rss]=$rss_kib
     run_wrk "$phase warm-up" $which 2 count
     warm=$wrk_reqs
+    c0=$(cpu_ticks "$proxy_pid")
     run_wrk "$phase" $which "$DUR" plain
+    c1=$(cpu_ticks "$proxy_pid")
     check_alive "$phase" $which
     stop_proxy
     check_ledger "$phase" $((warm + wrk_reqs)) 64
     checked=$((checked + wrk_reqs))
     R[$which.rps]=$(echo "$wrk_out" | awk '/Requests\/sec/{print $2}')
+    R[$which.cpu_us]=$(awk -v t=$((c1 - c0)) -v hz="$hz" -v n="$wrk_reqs" 'BEGIN{printf "%.2f", t / hz * 1e6 / n}')
   done
+  f_cpu_small+=("${R[keys-small.cpu_us]}") f_cpu_large+=("${R[keys-large.cpu_us]}")
+  f_cpu_ratios+=("$(div "${R[keys-large.cpu_us]}" "${R[keys-small.cpu_us]}")")
   f_small+=("${R[keys-small.rps]}") f_large+=("${R[keys-large.rps]}")
   f_st_small+=("${R[keys-small.start_ms]}") f_st_large+=("${R[keys-large.start_ms]}")
   f_rss_small+=("${R[keys-small.rss]}") f_rss_large+=("${R[keys-large.rss]}")
   f_ratios+=("$(div "${R[keys-large.rps]}" "${R[keys-small.rps]}")")
-  f_lines+=("$(printf "  pair %d: RPS 10 keys %s, %s keys %s, ratio %s; start-up %s / %s ms; VmRSS %s / %s KiB" "$r" \
-    "${R[keys-small.rps]}" "$F_KEYS" "${R[keys-large.rps]}" "$(fmt "${f_ratios[-1]}" %.3f)" \
+  f_lines+=("$(printf "  pair %d: RPS 10 keys %s, %s keys %s, ratio %s; CPU µs/request %s / %s; start-up %s / %s ms; VmRSS %s / %s KiB" "$r" \
+    "${R[keys-small.rps]}" "$F_KEYS" "${R[keys-large.rps]}" "$(fmt "${f_ratios[-1]}" %.3f)" "${R[keys-small.cpu_us]}" "${R[keys-large.cpu_us]}" \
     "${R[keys-small.start_ms]}" "${R[keys-large.start_ms]}" "${R[keys-small.rss]}" "${R[keys-large.rss]}")")
   echo "  F ${f_lines[-1]#  }" >&2
 done
@@ -560,6 +566,8 @@ printf "%-44s %14s %14s %8s\n" "E: instructions per request, 2 / 10,000" "${R[gw
 fk=$(echo "$F_KEYS" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta')
 printf "%-44s %14s %14s %8s\n" "F: RPS, 10 / $fk keys in the store" "$(median %.0f "${f_small[@]}")" "$(median %.0f "${f_large[@]}")" "$(fmt "$(median %.4f "${f_ratios[@]}")" %.3f)"
 printf "%-44s %14s %14s %8s\n" "  pair ratios min–max" "" "" "$(minmax "${f_ratios[@]}")"
+printf "%-44s %14s %14s %8s\n" "F: CPU µs per request, 10 / $fk (median)" "$(median %.1f "${f_cpu_small[@]}")" "$(median %.1f "${f_cpu_large[@]}")" "$(fmt "$(median %.4f "${f_cpu_ratios[@]}")" %.3f)"
+printf "%-44s %14s %14s %8s\n" "  pair ratios min–max" "" "" "$(minmax "${f_cpu_ratios[@]}")"
 f_irs=$(median %.0f "${f_ir_small[@]}") f_irl=$(median %.0f "${f_ir_large[@]}")
 printf "%-44s %14s %14s %8s\n" "F: instructions per request, 10 / $fk" "$f_irs" "$f_irl" "$(fmt "$(div "$f_irl" "$f_irs")" %.3f)"
 printf "%-44s %14s %14s %8s\n" "  $CG_RUNS runs min–max" "$(range "${f_ir_small[@]}")" "$(range "${f_ir_large[@]}")" ""

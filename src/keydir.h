@@ -81,8 +81,12 @@ static inline const qg_keyrec *qg_keyent_rec(const qg_keyent *e)
 /* Entries in creation order: seq 0 .. qg_keydir_count()-1 (deleted ones included). */
 uint32_t qg_keydir_count(const qg_keydir *d);
 qg_keyent *qg_keydir_at(const qg_keydir *d, uint32_t seq);
-/* Whether a version may be used now (SPEC §3: 403 key_disabled otherwise). */
 static inline bool qg_keyrec_expired(const qg_keyrec *r, int64_t now) { return r->expires_ms && now >= r->expires_ms; }
+/* Why a version may not be used now (SPEC §3: 403 key_disabled), or NULL. */
+static inline const char *qg_keyrec_refusal(const qg_keyrec *r, int64_t now)
+{
+    return r->disabled ? "this API key is disabled" : qg_keyrec_expired(r, now) ? "this API key has expired" : NULL;
+}
 
 /* ---- the writer (one thread at a time, see above) ---- */
 

@@ -795,9 +795,10 @@ static int proxy_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const q
     }
     copy_field(ex->row->key_id, sizeof ex->row->key_id, ex->key->ent->id);
     copy_field(ex->row->key_name, sizeof ex->row->key_name, ex->key->name);
-    if (ex->key->disabled || qg_keyrec_expired(ex->key, ex->row->ts_ms)) {
+    const char *unusable = qg_keyrec_refusal(ex->key, ex->row->ts_ms);
+    if (unusable) {
         count_request(ex);
-        finish_error(ex, 403, "key_disabled", ex->key->disabled ? "this API key is disabled" : "this API key has expired", 0);
+        finish_error(ex, 403, "key_disabled", unusable, 0);
         return QG_HEAD_ANSWERED;
     }
     ex->kq = ex->key->kq;
@@ -918,8 +919,9 @@ static int models_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const 
         qg_respond_error(c, d, 401, "invalid_api_key", "missing or unknown API key", 0);
         return QG_HEAD_ANSWERED;
     }
-    if (key->disabled || qg_keyrec_expired(key, qg_now_ms())) {
-        qg_respond_error(c, d, 403, "key_disabled", key->disabled ? "this API key is disabled" : "this API key has expired", 0);
+    const char *unusable = qg_keyrec_refusal(key, qg_now_ms());
+    if (unusable) {
+        qg_respond_error(c, d, 403, "key_disabled", unusable, 0);
         return QG_HEAD_ANSWERED;
     }
     /* the models this key may use */
