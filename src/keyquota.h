@@ -42,6 +42,8 @@ typedef struct {
     int64_t limit;                   /* integer units, at most QG_KQ_AMOUNT_MAX */
     uint64_t signature;              /* qg_policy_signature, for the saved counters */
     char label[24];                  /* qg_policy_label: "daily", "90m", ... */
+    char header[48];                 /* "x-quota-daily-", or "x-quota-daily-2-" for a second daily */
+    uint8_t header_len;
     /* The window words: own[], or those of the same policy (same signature) in the
      * version of the key's counters this one replaced, so an edit of the key's policies
      * keeps the counts and a request admitted before the edit settles into the words its

@@ -76,10 +76,34 @@ static int monthly_window(const qg_policy_cfg *p, int64_t t, qg_window *out)
     return 0;
 }
 
+/* Calendar months cost several civil conversions (~1,000 instructions) and every request
+ * of a key with a monthly policy asks two or three times: each thread remembers the last
+ * month it computed per anchor (a month is the same for every instant inside it). */
+#define MONTH_CACHE 4
+static __thread struct {
+    int64_t anchor_ms;
+    int offset_min;
+    qg_window w;
+} month_cache[MONTH_CACHE];
+
+static int cached_monthly_window(const qg_policy_cfg *p, int64_t t, qg_window *out)
+{
+    unsigned slot = (unsigned)((uint64_t)p->anchor_ms ^ (uint64_t)(p->anchor_offset_min * 7919)) % MONTH_CACHE;
+    typeof(&month_cache[0]) c = &month_cache[slot];
+    if (c->w.end_ms && c->anchor_ms == p->anchor_ms && c->offset_min == p->anchor_offset_min && t >= c->w.start_ms &&
+        t < c->w.end_ms) {
+        *out = c->w;
+        return 0;
+    }
+    int rc = monthly_window(p, t, out);
+    if (rc == 0) c->anchor_ms = p->anchor_ms, c->offset_min = p->anchor_offset_min, c->w = *out;
+    return rc;
+}
+
 int qg_policy_window(const qg_policy_cfg *p, int64_t t, qg_window *out)
 {
     if (!in_range(t) || !in_range(p->anchor_ms)) return -1;
-    if (p->period == QG_PERIOD_MONTHLY) return monthly_window(p, t, out);
+    if (p->period == QG_PERIOD_MONTHLY) return cached_monthly_window(p, t, out);
     int64_t step = step_ms(p);
     if (step <= 0) return -1;
     int64_t k = floor_div(t - p->anchor_ms, step);

@@ -345,64 +345,54 @@ static void key_refused(qg_exchange *ex, qg_kq_verdict v, const qg_kq_refusal *w
  * policy of the same period gets a -2 suffix, and so on), from the request's own
  * reservation (its windows are known: no calendar arithmetic per response), written into
  * a stack buffer and appended once. */
+/* At most (QG_KEY_MAX_POLICIES + 1) pairs of at most 47 + 11 + 20 + 2 + 47 + 7 + 20 + 2 bytes. */
+#define QUOTA_PAIR_MAX 160
 typedef struct {
-    char *p, *end;
+    char *p;
 } hdr_writer;
 
-static void hw_put(hdr_writer *w, const char *s, size_t n)
+/* "<prefix>remaining: N" and "<prefix>reset: TIME" (RFC 3339 in whole seconds, UTC: 20
+ * bytes); prefix "x-quota-" or a policy's.  w has room (quota_headers sizes it). */
+static void quota_header(hdr_writer *w, const char *prefix, size_t prefix_len, int64_t left, const char *when)
 {
-    if ((size_t)(w->end - w->p) < n) n = 0, w->p = w->end; /* cannot happen: sized below */
-    memcpy(w->p, s, n);
-    w->p += n;
-}
-static void hw_str(hdr_writer *w, const char *s) { hw_put(w, s, strlen(s)); }
-static void hw_int(hdr_writer *w, int64_t v)
-{
-    char d[24];
+    char *p = w->p;
+    memcpy(p, prefix, prefix_len), p += prefix_len;
+    memcpy(p, "remaining: ", 11), p += 11;
+    char d[20];
     size_t n = 0;
-    uint64_t u = v < 0 ? 0 : (uint64_t)v;
-    do d[sizeof d - 1 - n++] = (char)('0' + u % 10);
-    while (u /= 10);
-    hw_put(w, d + sizeof d - n, n);
-}
-
-static void quota_header(hdr_writer *w, const char *label, int nth, int64_t left, const char *when)
-{
-    for (int reset = 0; reset < 2; reset++) {
-        hw_str(w, "x-quota-");
-        if (label) {
-            hw_str(w, label);
-            if (nth > 1) hw_str(w, "-"), hw_int(w, nth);
-            hw_str(w, "-");
-        }
-        if (reset) hw_str(w, "reset: "), hw_str(w, when);
-        else hw_str(w, "remaining: "), hw_int(w, left);
-        hw_str(w, "\r\n");
+    for (uint64_t u = left < 0 ? 0 : (uint64_t)left;; u /= 10) {
+        d[sizeof d - 1 - n++] = (char)('0' + u % 10);
+        if (u < 10) break;
     }
+    memcpy(p, d + sizeof d - n, n), p += n;
+    memcpy(p, "\r\n", 2), p += 2;
+    memcpy(p, prefix, prefix_len), p += prefix_len;
+    memcpy(p, "reset: ", 7), p += 7;
+    memcpy(p, when, 20), p += 20;
+    memcpy(p, "\r\n", 2), p += 2;
+    w->p = p;
 }
 
 static void quota_headers(qg_exchange *ex, qg_buf *h)
 {
     qg_keyq *k = ex->kq;
     if (!k || !k->n_p || !ex->kresv.active) return;
-    char buf[(QG_KEY_MAX_POLICIES + 1) * 2 * 96];
-    hdr_writer w = {buf, buf + sizeof buf};
+    char buf[(QG_KEY_MAX_POLICIES + 1) * QUOTA_PAIR_MAX];
+    hdr_writer w = {buf};
     double tight_share = 2;
     int64_t tight_left = 0;
     char when[48], tight_when[48] = "";
     for (int i = 0; i < k->n_p; i++) {
         int64_t left = qg_keyq_remaining(k, i, ex->kresv.index[i]);
-        qg_format_rfc3339(ex->kresv.end_ms[i], when, sizeof when);
-        int nth = 1;
-        for (int j = 0; j < i; j++) nth += k->p[j].cfg.period == k->p[i].cfg.period && k->p[j].cfg.minutes == k->p[i].cfg.minutes;
-        quota_header(&w, k->p[i].label, nth, left, when);
+        if (qg_format_rfc3339(ex->kresv.end_ms[i], when, sizeof when) != 20) continue; /* no window (out of range) */
+        quota_header(&w, k->p[i].header, k->p[i].header_len, left, when);
         double share = k->p[i].limit > 0 ? (double)left / (double)k->p[i].limit : 0;
         if (share < tight_share) { /* the tightest: least remaining share (as qg_keyq_tightest) */
             tight_share = share, tight_left = left;
             memcpy(tight_when, when, sizeof when);
         }
     }
-    quota_header(&w, NULL, 1, tight_left, tight_when);
+    if (tight_when[0]) quota_header(&w, "x-quota-", 8, tight_left, tight_when);
     qg_buf_append(h, buf, (size_t)(w.p - buf));
 }
 

@@ -588,13 +588,31 @@ static int finish_format(int n, size_t outlen)
     return n < 0 || (size_t)n >= outlen ? -1 : n;
 }
 
+/* The x-quota-*-reset headers format the same few window ends on every response: each
+ * thread keeps the last FORMAT_CACHE it formatted, replaced in turn (a hit is a few
+ * compares and a 21-byte copy; a key has at most 16 policies, most one to three). */
+#define FORMAT_CACHE 4
+static __thread struct {
+    int64_t s;         /* epoch seconds */
+    bool set;
+    char text[24];
+} format_cache[FORMAT_CACHE];
+static __thread unsigned format_next;
+
 int qg_format_rfc3339(int64_t epoch_ms, char *out, size_t outlen)
 {
     if (!outlen) return -1;
     out[0] = 0;
     if (epoch_ms < MIN_FORMAT_MS || epoch_ms > MAX_FORMAT_MS) return -1;
-    civil c = civil_from_ms(epoch_ms);
     if (outlen < 21) return -1;
+    int64_t secs = epoch_ms / 1000 - (epoch_ms % 1000 < 0); /* whole seconds are printed */
+    for (int i = 0; i < FORMAT_CACHE; i++)
+        if (format_cache[i].set && format_cache[i].s == secs) {
+            memcpy(out, format_cache[i].text, 21);
+            return 20;
+        }
+    typeof(&format_cache[0]) fc = &format_cache[format_next++ % FORMAT_CACHE];
+    civil c = civil_from_ms(epoch_ms);
     /* by hand, not snprintf: x-quota-*-reset headers format several per response */
     int v[] = {(int)c.year / 100, (int)c.year % 100, c.month, c.day, c.hour, c.min, c.sec};
     static const char sep[] = "\0\0--T::"; /* before each pair: YY YY-MM-DDTHH:MM:SS */
@@ -606,6 +624,8 @@ int qg_format_rfc3339(int64_t epoch_ms, char *out, size_t outlen)
     }
     *p++ = 'Z';
     *p = 0;
+    fc->s = secs, fc->set = true;
+    memcpy(fc->text, out, 21);
     return (int)(p - out);
 }
 

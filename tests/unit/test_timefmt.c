@@ -384,6 +384,21 @@ static void test_format(void **state)
     assert_int_equal(qg_format_rfc3339(NOW, out, 20), -1); /* no room for the NUL */
     assert_int_equal(qg_format_http_date(NOW, out, 10), -1);
 
+    /* The per-thread cache of recent results: more distinct instants than it holds, in turn
+     * and repeated, each formatted as if fresh (-1 s and 0 s included: no empty-slot match). */
+    static const int64_t recent[] = {-1000, 0, 1000, NOW, NOW + 3600000, NOW + 86400000, -1, 999};
+    static const char *const want[] = {"1969-12-31T23:59:59Z", "1970-01-01T00:00:00Z", "1970-01-01T00:00:01Z",
+                                       NULL, NULL, NULL, "1969-12-31T23:59:59Z", "1970-01-01T00:00:00Z"};
+    char first[8][24];
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < 8; i++) {
+            int j = round == 1 ? 7 - i : i;
+            assert_int_equal(qg_format_rfc3339(recent[j], out, sizeof out), 20);
+            if (round == 0) memcpy(first[j], out, sizeof first[j]);
+            assert_string_equal(out, first[j]);
+            if (want[j]) assert_string_equal(out, want[j]);
+        }
+
     /* Round trips over a spread of instants, 400-year cycle included. */
     for (int64_t t = -62167219200000LL; t < 253402300799999LL; t += 7919 * 86400000LL + 3601001) {
         int64_t back = 0, floor_s = t - ((t % 1000) + 1000) % 1000;
