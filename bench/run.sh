@@ -24,12 +24,13 @@
 #   F  keys at scale: the benchmark key as an admin key in the key store (the same three
 #      policies, the same secret) among 10 keys, and among 1,000,000 (BENCH_F_KEYS); the
 #      gateway alone, no key in its config, the same requests as A: RPS and CPU µs per
-#      request in BENCH_F_ROUNDS interleaved pairs (median of pair ratios), start-up time (launch to the "listening"
-#      log line) and VmRSS after start-up, and instructions per request (BENCH_CG_RUNS
-#      interleaved callgrind runs each as in D, started with --instr-atstart=no so 1,000,000
-#      keys load at valgrind's uninstrumented speed). The stores are made once by
-#      bench/keystore.py from a template the gateway writes itself (one key made through the
-#      admin API), cached in BENCH_KEYS_DIR, and copied fresh (empty ledger) for every start
+#      request in BENCH_F_ROUNDS interleaved pairs (median of pair ratios), start-up time
+#      (launch to the "listening" log line) and VmRSS after start-up, and instructions per
+#      request (BENCH_CG_RUNS interleaved callgrind runs each as in D, started with
+#      --instr-atstart=no so 1,000,000 keys load at valgrind's uninstrumented speed). The
+#      stores are made once by bench/keystore.py from a template the gateway writes itself
+#      (one key made through the admin API), cached in BENCH_KEYS_DIR, and copied fresh
+#      (empty ledger) for every start
 #   D  instructions per request under valgrind --tool=callgrind (200 warm-up requests, counters
 #      zeroed, 2,000 requests, counters dumped; 0.5 s of quiet before each so the ledger writer
 #      has flushed), BENCH_CG_RUNS times each, interleaved; the median is reported, with the
@@ -44,7 +45,7 @@
 # Any non-2xx response, socket error, missing answer or proxy death stops the run with a
 # message naming the phase and the status counts, and exit status 1 (no table). Incomplete
 # streams in C are a reported figure: the table is still written, then the run exits 1.
-# Progress (A pair by pair, D run by run) goes to stderr; the results to stdout and to
+# Progress (A, E and F pair by pair, D and F's callgrind run by run) goes to stderr; the results to stdout and to
 # bench/results/latest.txt (BENCH_OUT).
 #
 # Environment:
@@ -56,7 +57,7 @@
 #   BENCH_F_ROUNDS=n   10-key/large-store pairs in F (default: BENCH_ROUNDS)
 #   BENCH_CG_RUNS=3    callgrind runs of each proxy in D, and of each store in F
 #   BENCH_F_KEYS=1000000  keys in F's large store (the small one has 10)
-#   BENCH_KEYS_DIR=dir cache of F's stores (default build/bench; delete a file to remake it)
+#   BENCH_KEYS_DIR=dir cache of F's stores (default build/bench; delete it to remake them)
 #   BENCH_TMP=dir      scratch directory, ledger included; must be on disk (default build/bench-tmp)
 #   BENCH_OUT=path     results file (default bench/results/latest.txt)
 #   BENCH_KEEP=1       keep the scratch run directory (configs, logs, ledger, callgrind files)

@@ -56,9 +56,11 @@ qg_keyq *qg_keyq_new_from(const qg_keyq *prev, const qg_policy_cfg *policies, si
         qg_policy_label(&policies[i], k->p[i].label, sizeof k->p[i].label);
         int nth = 1;
         for (int j = 0; j < i; j++) nth += !strcmp(k->p[j].label, k->p[i].label);
-        int hl = nth > 1 ? snprintf(k->p[i].header, sizeof k->p[i].header, "x-quota-%s-%d-", k->p[i].label, nth)
-                         : snprintf(k->p[i].header, sizeof k->p[i].header, "x-quota-%s-", k->p[i].label);
-        k->p[i].header_len = (uint8_t)QG_MIN(QG_MAX(hl, 0), (int)sizeof k->p[i].header - 1);
+        char h[sizeof k->p[i].header];
+        int hl = nth > 1 ? snprintf(h, sizeof h, "x-quota-%s-%d-", k->p[i].label, nth)
+                         : snprintf(h, sizeof h, "x-quota-%s-", k->p[i].label);
+        memcpy(k->p[i].header, h, sizeof h);
+        k->p[i].header_len = (uint8_t)QG_MIN(QG_MAX(hl, 0), (int)sizeof h - 1);
     }
     k->total_limit = total_quota_usd >= 0 ? qg_quota_amount(QG_UNIT_USD, total_quota_usd) : -1;
     if (prev) { /* a pause carries over while its policy is still there (under its new index) */
