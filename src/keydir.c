@@ -131,6 +131,12 @@ void qg_keydir_free(qg_keydir *d)
 
 const qg_keyrec *qg_keydir_auth(const qg_keydir *d, qg_slice secret)
 {
+    qg_keyent *e = qg_keydir_auth_entry(d, secret);
+    return e ? qg_keyent_rec(e) : NULL;
+}
+
+qg_keyent *qg_keydir_auth_entry(const qg_keydir *d, qg_slice secret)
+{
     if (!secret.n || secret.n > QG_KEY_MAX_SECRET) return NULL;
     uint8_t h[32];
     qg_key_hash(secret.p, secret.n, h);
@@ -139,7 +145,7 @@ const qg_keyrec *qg_keydir_auth(const qg_keydir *d, qg_slice secret)
     for (size_t i = hash_key(h) & t->mask;; i = (i + 1) & t->mask) {
         qg_keyent *e = atomic_load_explicit(&t->slot[i], memory_order_acquire);
         if (!e) return NULL;
-        if (CRYPTO_memcmp(e->hash, h, sizeof h) == 0) return qg_keyent_rec(e);
+        if (CRYPTO_memcmp(e->hash, h, sizeof h) == 0) return e;
     }
 }
 

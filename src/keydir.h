@@ -72,6 +72,8 @@ void qg_keydir_free(qg_keydir *d);
 
 /* The current version of the key with this secret; NULL if unknown or deleted. */
 const qg_keyrec *qg_keydir_auth(const qg_keydir *d, qg_slice secret);
+/* The entry of the key with this secret (deleted ones too); NULL if unknown. */
+qg_keyent *qg_keydir_auth_entry(const qg_keydir *d, qg_slice secret);
 /* The entry with this id (deleted ones too: check its rec); NULL if none. */
 qg_keyent *qg_keydir_by_id(const qg_keydir *d, qg_slice id);
 static inline const qg_keyrec *qg_keyent_rec(const qg_keyent *e)

@@ -185,6 +185,7 @@ static void conn_close_now(qg_conn *c)
     qg_buf_free(&c->in);
     qg_buf_free(&c->body);
     qg_buf_free(&c->out);
+    explicit_bzero(&c->memo, sizeof c->memo); /* it may hold a secret */
     conn_unlink(s, c);
     atomic_fetch_sub(s->conn_count, 1);
     free(c);

@@ -106,6 +106,8 @@ struct qg_server {
  * body is discarded (DISCARD_BODY) or the connection closes. */
 enum qg_conn_state { QG_CONN_READ_HEAD, QG_CONN_READ_BODY, QG_CONN_ACTIVE, QG_CONN_DISCARD_BODY, QG_CONN_CLOSING };
 
+#define QG_CONN_MEMO 96
+
 struct qg_conn {
     qg_server *srv;
     qg_conn *prev, *next;
@@ -137,6 +139,13 @@ struct qg_conn {
     bool linger_wanted;        /* we answered without reading the whole request */
     bool lingering;            /* write side shut, discarding input before close */
     void *req_ud;              /* the handler's per-request object */
+    /* The handler's memo across the connection's requests (proxy.c: the API key the last
+     * request presented, so a keep-alive client is not hashed again); wiped at close. */
+    struct {
+        const void *ptr;
+        uint8_t len;
+        char bytes[QG_CONN_MEMO];
+    } memo;
 };
 
 /* Sets up a server on `loop` sharing the listening socket `listen_fd`. */

@@ -858,3 +858,37 @@ def test_adminkeys_concurrent_creates(env):
     eq(sorted(listed[2:]), sorted(made), "the list holds the 50 once each")
     eq(api_key_count(env), 50, "api_key rows")
     check_drift(env, 50, "after the creates")
+
+
+@adminkeys_test
+def test_adminkeys_keepalive_connection_sees_changes_at_once(env):
+    """A keep-alive connection remembers the secret it presented last (no SHA-256 per
+    request, proxy.c key_of) but reads the key's version afresh on every request: on one
+    connection, key A is served; A disabled → 403 on the next request of that connection;
+    enabled → 200; another key B on the same connection → 200 (its own policy's header);
+    A deleted → 401 on that connection, B still 200; a wrong secret of A's length → 401."""
+    gateway(env, one_provider(env, "m9"), "")
+    a = create(env, "ka", [pol("90m", 100, "requests")])
+    b = create(env, "kb", [pol("60m", 50, "requests")])
+    c = Client(env.port, timeout=10)
+
+    def on_conn(secret):
+        r = c.request("POST", CHAT, body("m9", max_tokens=2), hdrs(secret))
+        assert r.headers.get("connection", "").lower() != "close", "the connection stays open"
+        return r
+
+    eq(on_conn(a["key"]).status, 200, "A")
+    eq(api(env, "POST", "/admin/keys/%s/disable" % a["id"]).status, 200, "disable A")
+    check_error(on_conn(a["key"]), 403, "key_disabled", "A disabled, same connection")
+    eq(api(env, "POST", "/admin/keys/%s/enable" % a["id"]).status, 200, "enable A")
+    r = on_conn(a["key"])
+    eq((r.status, r.headers.get("x-quota-90m-remaining")), (200, "98"), "A enabled again, its own counter")
+    r = on_conn(b["key"])
+    eq((r.status, r.headers.get("x-quota-60m-remaining"), r.headers.get("x-quota-90m-remaining")), (200, "49", None),
+       "B on the same connection: B's policy, not A's")
+    eq(api(env, "DELETE", "/admin/keys/" + a["id"]).status, 200, "delete A")
+    check_error(on_conn(a["key"]), 401, "invalid_api_key", "A deleted, same connection")
+    eq(on_conn(b["key"]).status, 200, "B still served")
+    wrong = a["key"][:-1] + ("0" if a["key"][-1] != "0" else "1")
+    check_error(on_conn(wrong), 401, "invalid_api_key", "a secret of the same length, one character off")
+    c.close()
