@@ -356,6 +356,22 @@ added() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%d", a - b}'; }
 per_stream() { awk -v a="$(field "$1" rss_during_kib)" -v b="$(field "$1" rss_before_kib)" 'BEGIN{printf "%.1f", (a - b) / 1000}'; }
 
 declare -A R
+# measured_round PHASE WHICH: on the started proxy, a 2 s warm-up and a measured wrk run;
+# stops it, checks the gateway's ledger, sets R[WHICH.rps] and R[WHICH.cpu_us]
+measured_round() {
+  local phase=$1 which=$2 warm c0 c1
+  run_wrk "$phase warm-up" $which 2 count
+  warm=$wrk_reqs
+  c0=$(cpu_ticks "$proxy_pid")
+  run_wrk "$phase" $which "$DUR" plain
+  c1=$(cpu_ticks "$proxy_pid")
+  check_alive "$phase" $which
+  stop_proxy
+  if [ $which != nginx ]; then check_ledger "$phase" $((warm + wrk_reqs)) 64; fi
+  checked=$((checked + wrk_reqs))
+  R[$which.rps]=$(echo "$wrk_out" | awk '/Requests\/sec/{print $2}')
+  R[$which.cpu_us]=$(awk -v t=$((c1 - c0)) -v hz="$hz" -v n="$wrk_reqs" 'BEGIN{printf "%.2f", t / hz * 1e6 / n}')
+}
 rps_ratios=() cpu_ratios=() g_rps=() n_rps=() g_cpu=() n_cpu=() pair_lines=()
 checked=0   # responses checked 2xx in measured runs
 
@@ -363,19 +379,8 @@ checked=0   # responses checked 2xx in measured runs
 start_sim --chunks 8 --workers 1
 for r in $(seq 1 "$ROUNDS"); do
   for which in gateway nginx; do
-    phase="A round $r/$ROUNDS"
     start_proxy $which
-    run_wrk "$phase warm-up" $which 2 count
-    warm=$wrk_reqs
-    c0=$(cpu_ticks "$proxy_pid")
-    run_wrk "$phase" $which "$DUR" plain
-    c1=$(cpu_ticks "$proxy_pid")
-    check_alive "$phase" $which
-    stop_proxy
-    if [ $which = gateway ]; then check_ledger "$phase" $((warm + wrk_reqs)) 64; fi
-    checked=$((checked + wrk_reqs))
-    R[$which.rps]=$(echo "$wrk_out" | awk '/Requests\/sec/{print $2}')
-    R[$which.cpu_us]=$(awk -v t=$((c1 - c0)) -v hz="$hz" -v n="$wrk_reqs" 'BEGIN{printf "%.2f", t / hz * 1e6 / n}')
+    measured_round "A round $r/$ROUNDS" $which
   done
   g_rps+=("${R[gateway.rps]}") n_rps+=("${R[nginx.rps]}") g_cpu+=("${R[gateway.cpu_us]}") n_cpu+=("${R[nginx.cpu_us]}")
   rps_ratios+=("$(div "${R[gateway.rps]}" "${R[nginx.rps]}")") cpu_ratios+=("$(div "${R[gateway.cpu_us]}" "${R[nginx.cpu_us]}")")
@@ -487,20 +492,9 @@ start_sim --chunks 8 --workers 1
 f_ratios=() f_cpu_ratios=() f_cpu_small=() f_cpu_large=() f_small=() f_large=() f_st_small=() f_st_large=() f_rss_small=() f_rss_large=() f_lines=()
 for r in $(seq 1 "$F_ROUNDS"); do
   for which in keys-small keys-large; do
-    phase="F round $r/$F_ROUNDS"
     start_proxy $which
     R[$which.start_ms]=$start_ms R[$which.rss]=$rss_kib
-    run_wrk "$phase warm-up" $which 2 count
-    warm=$wrk_reqs
-    c0=$(cpu_ticks "$proxy_pid")
-    run_wrk "$phase" $which "$DUR" plain
-    c1=$(cpu_ticks "$proxy_pid")
-    check_alive "$phase" $which
-    stop_proxy
-    check_ledger "$phase" $((warm + wrk_reqs)) 64
-    checked=$((checked + wrk_reqs))
-    R[$which.rps]=$(echo "$wrk_out" | awk '/Requests\/sec/{print $2}')
-    R[$which.cpu_us]=$(awk -v t=$((c1 - c0)) -v hz="$hz" -v n="$wrk_reqs" 'BEGIN{printf "%.2f", t / hz * 1e6 / n}')
+    measured_round "F round $r/$F_ROUNDS" $which
   done
   f_cpu_small+=("${R[keys-small.cpu_us]}") f_cpu_large+=("${R[keys-large.cpu_us]}")
   f_cpu_ratios+=("$(div "${R[keys-large.cpu_us]}" "${R[keys-small.cpu_us]}")")

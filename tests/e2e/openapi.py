@@ -19,8 +19,8 @@ properties, items, enum, nullable, allOf, $ref, pattern, format date-time and th
 length bounds; additionalProperties is not enforced (new fields may appear).
 
 Solo tests in run.py's sense (each takes (binary, sanitized) and has its own simulator and
-gateway): OPENAPI_TESTS joins run.py's list like KEYS_TESTS.  Until then, or for this file
-alone: python3 tests/e2e/openapi.py --bin build/quotagate [--sanitized] [-k NAME]."""
+gateway): OPENAPI_TESTS is in run.py's list like KEYS_TESTS (python3 tests/e2e/run.py
+--bin build/quotagate -k openapi)."""
 
 import json
 import os
@@ -546,34 +546,3 @@ def test_openapi_admin_token_required(env):
     r = request(env.port, "GET", "/admin/keys/" + STATIC_KEY, headers=ADMIN_HDRS)
     assert r.status == 200, "the static key is still there after the refused calls: %d" % r.status
     c.report()
-
-
-# ---------------------------------------------------------------- this file alone
-
-def main():
-    import argparse
-    import sys
-    import traceback
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", default="build/quotagate")
-    ap.add_argument("--sanitized", action="store_true")
-    ap.add_argument("-k", default="")
-    a = ap.parse_args()
-    passed = failed = 0
-    for _group, fn in OPENAPI_TESTS:
-        if a.k not in fn.__name__:
-            continue
-        t0 = time.time()
-        try:
-            fn(a.bin, a.sanitized)
-            passed += 1
-            print("ok   %-55s %.2fs" % (fn.__name__, time.time() - t0), flush=True)
-        except Exception:  # noqa: BLE001
-            failed += 1
-            print("FAIL %s\n%s" % (fn.__name__, traceback.format_exc()), flush=True)
-    print("%d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else 0)
-
-
-if __name__ == "__main__":
-    main()
