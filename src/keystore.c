@@ -601,10 +601,7 @@ void qg_keystore_close(qg_keystore *ks)
         atomic_store(&ks->stop, true);
         qg_mailbox_wake(&ks->mb);
         pthread_join(ks->thread, NULL);
-        for (int w = 0; w < ks->mb.n_workers; w++) {
-            keyop_msg *m;
-            while ((m = qg_mailbox_reply_pop(&ks->mb, w))) msg_free(m); /* nobody waits for these any more */
-        }
+        for (int w = 0; w < ks->mb.n_workers; w++) qg_keystore_poll(ks, w); /* their clients are gone: callbacks free */
         qg_mailbox_free(&ks->mb);
     }
     sqlite3_close(ks->db);

@@ -45,8 +45,9 @@ void qg_keystore_submit(qg_keystore *ks, int worker, qg_keyop op, qg_slice id, q
                         void *ud);
 /* Worker side: call from the notify callback. */
 void qg_keystore_poll(qg_keystore *ks, int worker);
-/* After the workers stopped: finishes the posted operations (their callbacks are not run)
- * and stops the thread. */
+/* After the workers stopped (their connections closed): finishes the posted operations,
+ * runs their callbacks (which find their clients gone and free their state) and stops the
+ * thread. */
 void qg_keystore_close(qg_keystore *ks);
 /* Start-up: the counters saved with the ledger rows (key_window, key_total, key_pause),
  * restored into the keys of dir by id.  Returns how many matched a key, or -1 with err. */
