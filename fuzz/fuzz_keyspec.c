@@ -1,7 +1,7 @@
 /*
  * fuzz_keyspec.c — an admin API key body (POST/PATCH /admin/keys: qg_key_spec_parse) on
  * arbitrary bytes.  Beyond "no crash, no leak", the contract: all or nothing (a spec and no
- * errors, or -1, a zeroed spec and at least one "body:" line), `present` only names known
+ * errors, or -1, a zeroed spec and one "body:..." message, its problems joined by ';'), `present` only names known
  * fields, a parsed spec holds sane values, and ${ENV} is never expanded (an environment
  * secret appears in nothing unless the input spelled it out).
  */
@@ -49,6 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else {
         CHECK(rc == -1 && s.present == 0 && s.k.name == NULL && s.k.policies == NULL);
         CHECK(errs.len > 5 && !memcmp(errs.data, "body", 4));
+        CHECK(errs.data[errs.len - 1] == 0 && !memchr(errs.data, '\n', errs.len)); /* one message */
         if (!spelled) CHECK(!memmem(errs.data, errs.len, SECRET, strlen(SECRET)));
     }
     qg_buf_free(&errs);

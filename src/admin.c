@@ -18,11 +18,6 @@
 #include <stdlib.h>
 #include <strings.h>
 
-typedef struct {
-    qg_api_req req;   /* first: see api.h */
-    qg_conn *c;
-} admin_req;
-
 /* A time filter: RFC 3339 or epoch milliseconds. */
 static int parse_time(const char *s, int64_t *ms)
 {
@@ -39,15 +34,9 @@ static int parse_usage_query(qg_slice qs, qg_usage_query *q, const char **bad)
 {
     memset(q, 0, sizeof *q);
     q->limit = 100;
-    const char *p = qs.p, *end = qs.p + qs.n;
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        qg_slice pair = {p, (size_t)((amp ? amp : end) - p)};
-        p = amp ? amp + 1 : end;
-        const char *eq = memchr(pair.p, '=', pair.n);
-        if (!eq) continue;
-        qg_slice name = {pair.p, (size_t)(eq - pair.p)};
-        char *val = qg_url_decode((qg_slice){eq + 1, pair.n - name.n - 1}, true);
+    qg_slice name, raw;
+    while (qg_api_query_next(&qs, &name, &raw)) {
+        char *val = qg_url_decode(raw, true);
         if (!val) {
             *bad = "bad percent-encoding in the query";
             return -1;
@@ -83,22 +72,6 @@ static int parse_usage_query(qg_slice qs, qg_usage_query *q, const char **bad)
 static void free_query(qg_usage_query *q)
 {
     free(q->key_id), free(q->account), free(q->provider), free(q->model);
-}
-
-static void usage_result(void *ud, int status, const char *json, size_t len)
-{
-    admin_req *a = ud;
-    if (a->c) {
-        a->c->req_ud = NULL;
-        qg_respond_json(a->c, status, json, len);
-    }
-    free(a);
-}
-
-static void admin_on_close(qg_conn *c)
-{
-    admin_req *a = c->req_ud;
-    a->c = NULL; /* the result still arrives; usage_result frees */
 }
 
 static int healthz_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const qg_api_route *r)
@@ -137,8 +110,7 @@ bool qg_admin_authorized(qg_worker *w, qg_conn *c, const qg_http_msg *m)
 static int usage_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const qg_api_route *r)
 {
     if (!qg_admin_authorized(w, c, m)) return QG_HEAD_ANSWERED;
-    qg_slice t = m->target, path = qg_api_path(t);
-    qg_slice qs = path.n < t.n ? (qg_slice){t.p + path.n + 1, t.n - path.n - 1} : (qg_slice){"", 0};
+    qg_slice qs = qg_api_query(m->target);
     qg_usage_query uq;
     const char *bad = NULL;
     if (parse_usage_query(qs, &uq, &bad) < 0) {
@@ -146,11 +118,7 @@ static int usage_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const q
         qg_respond_error(c, QG_DIALECT_OPENAI, 400, "invalid_request", bad, 0);
         return QG_HEAD_ANSWERED;
     }
-    admin_req *a = qg_xcalloc(1, sizeof *a);
-    a->req.route = r;
-    a->c = c;
-    c->req_ud = a;
-    qg_ledger_query(w->gw->ledger, w->id, &uq, usage_result, a);
+    qg_ledger_query(w->gw->ledger, w->id, &uq, qg_api_pending_json, qg_api_pending_new(c, r));
     return QG_HEAD_ANSWERED;
 }
 
@@ -220,7 +188,7 @@ static int account_action_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m
 
 static const qg_api_route admin_routes[] = {
     {"/healthz", "GET", QG_DIALECT_OPENAI, healthz_on_head, NULL, NULL, NULL, NULL},
-    {"/admin/usage", "GET", QG_DIALECT_OPENAI, usage_on_head, NULL, NULL, admin_on_close, NULL},
+    {"/admin/usage", "GET", QG_DIALECT_OPENAI, usage_on_head, NULL, NULL, qg_api_pending_close, NULL},
     {"/admin/accounts", "GET", QG_DIALECT_OPENAI, accounts_on_head, NULL, NULL, NULL, NULL},
     {"/admin/accounts/*", "POST", QG_DIALECT_OPENAI, account_action_on_head, NULL, NULL, NULL, NULL},
     {"/api/quotas", "GET", QG_DIALECT_OPENAI, quotas_on_head, NULL, NULL, NULL, NULL},

@@ -21,6 +21,52 @@ qg_slice qg_api_path(qg_slice target)
     return q ? (qg_slice){target.p, (size_t)(q - target.p)} : target;
 }
 
+qg_slice qg_api_query(qg_slice target)
+{
+    qg_slice path = qg_api_path(target);
+    return path.n < target.n ? (qg_slice){target.p + path.n + 1, target.n - path.n - 1} : (qg_slice){"", 0};
+}
+
+bool qg_api_query_next(qg_slice *rest, qg_slice *name, qg_slice *value)
+{
+    while (rest->n) {
+        const char *amp = memchr(rest->p, '&', rest->n);
+        qg_slice pair = {rest->p, amp ? (size_t)(amp - rest->p) : rest->n};
+        *rest = amp ? (qg_slice){amp + 1, rest->n - pair.n - 1} : (qg_slice){rest->p + rest->n, 0};
+        const char *eq = memchr(pair.p, '=', pair.n);
+        if (!eq) continue;
+        *name = (qg_slice){pair.p, (size_t)(eq - pair.p)};
+        *value = (qg_slice){eq + 1, pair.n - name->n - 1};
+        return true;
+    }
+    return false;
+}
+
+qg_api_pending *qg_api_pending_new(qg_conn *c, const qg_api_route *r)
+{
+    qg_api_pending *a = qg_xcalloc(1, sizeof *a);
+    a->req.route = r;
+    a->c = c;
+    c->req_ud = a;
+    return a;
+}
+
+void qg_api_pending_json(void *ud, int status, const char *json, size_t len)
+{
+    qg_api_pending *a = ud;
+    if (a->c) {
+        a->c->req_ud = NULL;
+        qg_respond_json(a->c, status, json, len);
+    }
+    free(a);
+}
+
+void qg_api_pending_close(qg_conn *c)
+{
+    qg_api_pending *a = c->req_ud;
+    a->c = NULL; /* the result still arrives; qg_api_pending_json frees */
+}
+
 const qg_api_route *qg_api_find(const qg_api *api, qg_slice path)
 {
     for (size_t i = 0; i < api->n_routes; i++)

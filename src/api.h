@@ -52,6 +52,23 @@ void qg_api_add(qg_api *api, const qg_api_route *r);
 const qg_api_route *qg_api_find(const qg_api *api, qg_slice path);
 /* The path of a request target (without the query). */
 qg_slice qg_api_path(qg_slice target);
+/* Its query (after '?'; empty if none). */
+qg_slice qg_api_query(qg_slice target);
+/* The next name=value pair of a query (*rest advances; the value still percent-encoded);
+ * false at its end.  Pairs without '=' are skipped. */
+bool qg_api_query_next(qg_slice *rest, qg_slice *name, qg_slice *value);
+
+/* A request answered later with JSON from a service thread (a ledger query): its object on
+ * c->req_ud.  The route's on_close must be qg_api_pending_close; qg_api_pending_json is the
+ * reply callback (a qg_ledger_result_cb): it answers if the client is still there, then
+ * frees the object. */
+typedef struct {
+    qg_api_req req;
+    qg_conn *c;                /* NULL once the client left */
+} qg_api_pending;
+qg_api_pending *qg_api_pending_new(qg_conn *c, const qg_api_route *r);
+void qg_api_pending_json(void *ud, int status, const char *json, size_t len);
+void qg_api_pending_close(qg_conn *c);
 
 /* The registrations (each module's routes). */
 void qg_proxy_register(qg_api *api);

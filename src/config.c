@@ -1589,6 +1589,15 @@ int qg_config_load_string(const char *text, size_t n, const char *name, qg_confi
 
 static void free_strings(char **v, size_t n);
 
+/* The loader's "...\n...\n" as one message for an API error: "...; ...", NUL-terminated. */
+static void one_line(qg_buf *errs)
+{
+    while (errs->len && errs->data[errs->len - 1] == '\n') errs->len--;
+    for (size_t i = 0; i < errs->len; i++)
+        if (errs->data[i] == '\n') errs->data[i] = ';';
+    qg_buf_append(errs, "", 1);
+}
+
 void qg_key_spec_free(qg_key_spec *s)
 {
     free(s->k.name);
@@ -1609,7 +1618,7 @@ static unsigned spec_present(ld *L, const yaml_node_t *root)
     return present;
 }
 
-int qg_key_spec_parse(const char *text, size_t n, qg_key_spec *out, qg_buf *errs)
+static int parse_spec(const char *text, size_t n, qg_key_spec *out, qg_buf *errs)
 {
     memset(out, 0, sizeof *out);
     out->k.total_quota = -1;
@@ -1645,6 +1654,13 @@ int qg_key_spec_parse(const char *text, size_t n, qg_key_spec *out, qg_buf *errs
         return -1;
     }
     return 0;
+}
+
+int qg_key_spec_parse(const char *text, size_t n, qg_key_spec *out, qg_buf *errs)
+{
+    if (parse_spec(text, n, out, errs) == 0) return 0;
+    one_line(errs);
+    return -1;
 }
 
 /* Reads the whole file into b (whose max is CFG_MAX_FILE + 1); returns NULL or why not. */

@@ -114,7 +114,8 @@ typedef struct {
 } qg_key_spec;
 /* Parses a JSON object (read with the config's YAML loader: JSON is its flow subset, so
  * the fields get the same validation as in the config file; no ${ENV} expansion).  On
- * failure returns -1 and appends "body:LINE: field: message" lines to errs. */
+ * failure returns -1 and appends one NUL-terminated message to errs, the problems
+ * ("body:LINE: field: message") joined by ';'. */
 int qg_key_spec_parse(const char *text, size_t n, qg_key_spec *out, qg_buf *errs);
 void qg_key_spec_free(qg_key_spec *s);
 /* The longest key name (ids are at most QG_KEY_ID_MAX - 1 = 63 bytes; a config key's name is its id). */

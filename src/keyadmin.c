@@ -42,7 +42,6 @@ typedef struct {
     qg_conn *c;                   /* NULL once the client left */
     qg_keyop op;
     char id[QG_KEY_ID_MAX];
-    int status_change;            /* enable/disable: 1 active, 2 disabled; 0 from the body */
     bool posted;                  /* the store has it: its reply frees this */
 } key_req;
 
@@ -89,10 +88,6 @@ static void change_on_request(qg_worker *w, qg_conn *c, const qg_http_msg *m, qg
     if (qg_key_spec_parse(body->data ? body->data : "", body->len, &spec, &errs) < 0) {
         c->req_ud = NULL;
         free(a);
-        while (errs.len && errs.data[errs.len - 1] == '\n') errs.len--; /* one message; lines joined by "; " */
-        for (size_t i = 0; i < errs.len; i++)
-            if (errs.data[i] == '\n') errs.data[i] = ';';
-        qg_buf_append(&errs, "", 1);
         bad_request(c, errs.data ? errs.data : "bad body");
         qg_buf_free(&errs);
         return;
@@ -117,40 +112,29 @@ static key_req *new_change(qg_conn *c, qg_keyop op, qg_slice id)
 
 /* ---- GET /admin/keys, POST /admin/keys ---- */
 
-static int query_int(qg_slice qs, const char *name, int64_t *out, char *str, size_t cap)
+/* ?limit=N (a positive integer) and ?after=ID; others are ignored.  -1 on a bad value. */
+static int list_query(qg_slice qs, int64_t *limit, char *after, size_t cap)
 {
-    size_t nl = strlen(name);
-    for (const char *p = qs.p, *end = qs.p + qs.n; p < end;) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *e = amp ? amp : end;
-        if ((size_t)(e - p) > nl && !memcmp(p, name, nl) && p[nl] == '=') {
-            char *v = qg_url_decode((qg_slice){p + nl + 1, (size_t)(e - p) - nl - 1}, true);
-            if (!v) return -1;
-            int rc = 1;
-            if (str) {
-                if (strlen(v) >= cap) rc = -1;
-                else qg_strlcpy(str, v, cap);
-            } else {
-                char *end_num;
-                long long x = strtoll(v, &end_num, 10);
-                if (!*v || *end_num || x < 1) rc = -1;
-                else *out = x;
-            }
-            free(v);
-            return rc;
-        }
-        p = e + 1;
+    qg_slice name, raw;
+    while (qg_api_query_next(&qs, &name, &raw)) {
+        bool is_limit = qg_slice_eq(name, "limit");
+        if (!is_limit && !qg_slice_eq(name, "after")) continue;
+        char *v = qg_url_decode(raw, true), *end = NULL;
+        long long x = v && is_limit ? strtoll(v, &end, 10) : 0;
+        bool ok = v && (is_limit ? *v && !*end && x >= 1 : strlen(v) < cap);
+        if (ok && is_limit) *limit = x;
+        else if (ok) qg_strlcpy(after, v, cap);
+        free(v);
+        if (!ok) return -1;
     }
     return 0;
 }
 
 static void list_keys(qg_worker *w, qg_conn *c, const qg_http_msg *m)
 {
-    qg_slice t = m->target, path = qg_api_path(t);
-    qg_slice qs = path.n < t.n ? (qg_slice){t.p + path.n + 1, t.n - path.n - 1} : (qg_slice){"", 0};
     int64_t limit = LIST_DEFAULT;
     char after[QG_KEY_ID_MAX] = "";
-    if (query_int(qs, "limit", &limit, NULL, 0) < 0 || query_int(qs, "after", NULL, after, sizeof after) < 0) {
+    if (list_query(qg_api_query(m->target), &limit, after, sizeof after) < 0) {
         bad_request(c, "bad query: limit is a positive integer, after a key id");
         return;
     }
@@ -249,21 +233,10 @@ static int key_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const qg_
 
 /* ---- GET /admin/drift ---- */
 
-static void drift_done(void *ud, int status, const char *json, size_t len)
-{
-    key_req *a = ud;
-    if (a->c) {
-        a->c->req_ud = NULL;
-        qg_respond_json(a->c, status, json, len);
-    }
-    free(a);
-}
-
 /* Every key's policy windows, settled amounts as the counters hold them; keys with a
  * request in flight are skipped (their counters hold estimates). */
 static int drift_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const qg_api_route *route)
 {
-    (void)route;
     if (!qg_admin_authorized(w, c, m)) return QG_HEAD_ANSWERED;
     const qg_keydir *d = w->gw->keys;
     size_t n = 0, cap = 0;
@@ -285,16 +258,14 @@ static int drift_on_head(qg_worker *w, qg_conn *c, const qg_http_msg *m, const q
             qg_strlcpy(probes[n++].key, e->id, sizeof probes[0].key);
         }
     }
-    key_req *a = new_change(c, QG_KEYOP_UPDATE, (qg_slice){"", 0});
-    a->posted = true;
-    qg_ledger_check_counters(w->gw->ledger, w->id, probes, n, skipped, drift_done, a);
+    qg_ledger_check_counters(w->gw->ledger, w->id, probes, n, skipped, qg_api_pending_json, qg_api_pending_new(c, route));
     return QG_HEAD_ANSWERED;
 }
 
 static const qg_api_route key_routes[] = {
     {"/admin/keys", NULL, QG_DIALECT_OPENAI, keys_on_head, change_on_request, NULL, change_on_close, NULL},
     {"/admin/keys/*", NULL, QG_DIALECT_OPENAI, key_on_head, change_on_request, NULL, change_on_close, NULL},
-    {"/admin/drift", "GET", QG_DIALECT_OPENAI, drift_on_head, NULL, NULL, change_on_close, NULL},
+    {"/admin/drift", "GET", QG_DIALECT_OPENAI, drift_on_head, NULL, NULL, qg_api_pending_close, NULL},
 };
 
 void qg_keyadmin_register(qg_api *api)

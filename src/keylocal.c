@@ -45,16 +45,15 @@ static int change(qg_keystore *ks, qg_keyop op, const char *id, qg_key_spec *spe
     return lw.status;
 }
 
-static int error(qg_buf *out, int status, const char *code, const char *msg)
+static int refusal(qg_buf *out, int status, const char *code, const char *msg)
 {
     qg_dialect_error_body(out, QG_DIALECT_OPENAI, status, code, msg);
     return status;
 }
 
-static int run_op(const qg_config *cfg, qg_ledger *l, qg_keydir *dir, qg_keystore *ks, qg_kl_op op, const char *id,
-                  const char *body, size_t n, qg_buf *out)
+static int run_op(qg_ledger *l, qg_keydir *dir, qg_keystore *ks, qg_kl_op op, const char *id, const char *body, size_t n,
+                  qg_buf *out)
 {
-    (void)cfg;
     int64_t now = qg_now_ms();
     if (op == QG_KL_LIST) {
         qg_key_list_json(out, dir, 0, INT64_MAX, now);
@@ -65,10 +64,7 @@ static int run_op(const qg_config *cfg, qg_ledger *l, qg_keydir *dir, qg_keystor
         qg_buf errs;
         qg_buf_init(&errs, 4096);
         if (qg_key_spec_parse(body ? body : "", n, &spec, &errs) < 0) {
-            qg_buf_append(&errs, "", 1);
-            for (char *p = errs.data; p && *p; p++)
-                if (*p == '\n') *p = p[1] ? ';' : 0;
-            int st = error(out, 400, "invalid_request", errs.data ? errs.data : "bad body");
+            int st = refusal(out, 400, "invalid_request", errs.data ? errs.data : "bad body");
             qg_buf_free(&errs);
             return st;
         }
@@ -77,7 +73,7 @@ static int run_op(const qg_config *cfg, qg_ledger *l, qg_keydir *dir, qg_keystor
     }
     qg_keyent *e = qg_keydir_by_id(dir, qg_slice_of(id));
     const qg_keyrec *r = e ? qg_keyent_rec(e) : NULL;
-    if (!r) return error(out, 404, "key_not_found", "no key with that id");
+    if (!r) return refusal(out, 404, "key_not_found", "no key with that id");
     switch (op) {
     case QG_KL_SHOW: qg_key_json(out, r, now, NULL); return 200;
     case QG_KL_RESET:
@@ -107,7 +103,7 @@ int qg_keys_local(const qg_config *cfg, const char *db, qg_kl_op op, const char 
     qg_keystore *ks = qg_keystore_open(db, dir, 1, err, errlen);
     int status = -1;
     if (ks && qg_keys_restore_counters(dir, db, qg_now_ms(), err, errlen) >= 0)
-        status = run_op(cfg, l, dir, ks, op, id, body, n, out);
+        status = run_op(l, dir, ks, op, id, body, n, out);
     qg_keystore_close(ks);
     qg_ledger_close(l);
     qg_keydir_free(dir);

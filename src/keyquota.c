@@ -213,7 +213,7 @@ qg_kq_verdict qg_keyq_reserve(qg_keyq *k, const qg_qamount *est, int64_t now, qg
     }
     r->resets = atomic_load_explicit(&k->sh->resets, memory_order_relaxed);
     r->active = true;
-    atomic_fetch_add_explicit(&k->sh->inflight, 1, memory_order_relaxed);
+    if (k->n_p) atomic_fetch_add_explicit(&k->sh->inflight, 1, memory_order_relaxed); /* only policies are probed */
     return QG_KQ_OK;
 }
 
@@ -221,7 +221,7 @@ bool qg_keyq_settle(qg_keyq *k, qg_kq_resv *r, const qg_qamount *actual, int64_t
 {
     if (!r->active) return false;
     r->active = false;
-    atomic_fetch_sub_explicit(&k->sh->inflight, 1, memory_order_relaxed);
+    if (k->n_p) atomic_fetch_sub_explicit(&k->sh->inflight, 1, memory_order_relaxed);
     bool spent = false;
     bool wiped = atomic_load_explicit(&k->sh->resets, memory_order_relaxed) != r->resets; /* its estimate is gone */
     for (int i = 0; i < k->n_p; i++) {

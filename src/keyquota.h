@@ -57,7 +57,7 @@ typedef struct {
     _Atomic int64_t total_committed; /* micro-USD */
     _Atomic uint32_t resets;         /* manual resets so far: a reservation from before one
                                         had its estimate wiped, so it settles its whole use */
-    _Atomic int32_t inflight;        /* reservations not yet settled or released */
+    _Atomic int32_t inflight;        /* reservations with policies not yet settled or released */
 } qg_kq_shared;
 
 typedef struct qg_keyq {

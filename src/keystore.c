@@ -44,8 +44,6 @@ struct qg_keystore {
     size_t loaded;
 };
 
-static const char *const unit_text[] = {[QG_UNIT_REQUESTS] = "requests", [QG_UNIT_TOKENS] = "tokens", [QG_UNIT_USD] = "usd"};
-
 static qg_unit unit_of(const char *s)
 {
     if (s && !strcmp(s, "usd")) return QG_UNIT_USD;
@@ -245,8 +243,7 @@ static int write_policies(sqlite3 *db, const char *id, const qg_keyrec *r, bool 
         sqlite3_bind_int(st, 4, (int)p->period);
         sqlite3_bind_int64(st, 5, p->minutes);
         sqlite3_bind_int64(st, 6, qg_quota_amount(p->unit, p->limit));
-        sqlite3_bind_text(st, 7, unit_text[p->unit == QG_UNIT_USD || p->unit == QG_UNIT_REQUESTS ? p->unit : QG_UNIT_TOKENS],
-                          -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 7, qg_unit_name(p->unit), -1, SQLITE_STATIC); /* requests, tokens or usd (config) */
         sqlite3_bind_text(st, 8, anchor, -1, SQLITE_TRANSIENT);
         sqlite3_bind_int64(st, 9, p->anchor_ms);
         sqlite3_bind_int(st, 10, p->anchor_offset_min);
@@ -274,6 +271,16 @@ static void fail(keyop_msg *m, int status, const char *code, const char *msg)
 }
 
 static int begin(qg_keystore *ks) { return sqlite3_exec(ks->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1; }
+
+/* Opens the change's transaction and prepares sql with the record's columns bound
+ * (bind_record); NULL if the store refused (commit() then says why). */
+static sqlite3_stmt *begin_record(qg_keystore *ks, const char *sql, const char *id, const qg_keyrec *r, int64_t now)
+{
+    sqlite3_stmt *st = NULL;
+    if (begin(ks) < 0 || sqlite3_prepare_v2(ks->db, sql, -1, &st, NULL) != SQLITE_OK) return NULL;
+    bind_record(st, id, r, now);
+    return st;
+}
 
 /* Commits, or rolls back and says why in the reply. */
 static int commit(qg_keystore *ks, keyop_msg *m, bool ok)
@@ -321,14 +328,12 @@ static void op_create(qg_keystore *ks, keyop_msg *m, int64_t now)
     qg_strlcpy(prefix, m->secret, sizeof prefix);
     qg_keyrec *r = qg_keyrec_new(&m->spec.k, NULL);
     r->created_ms = r->updated_ms = now;
-    sqlite3_stmt *st = NULL;
-    bool ok = begin(ks) == 0 &&
-              sqlite3_prepare_v2(ks->db,
-                                 "INSERT INTO api_key(id,name,status,expires_ms,total_quota_micro,models,created_ms,updated_ms,"
-                                 "hash,prefix) VALUES(?1,?2,?3,?4,?5,?6,?7,?7,?8,?9)",
-                                 -1, &st, NULL) == SQLITE_OK;
+    sqlite3_stmt *st = begin_record(ks,
+                                    "INSERT INTO api_key(id,name,status,expires_ms,total_quota_micro,models,created_ms,"
+                                    "updated_ms,hash,prefix) VALUES(?1,?2,?3,?4,?5,?6,?7,?7,?8,?9)",
+                                    m->id, r, now);
+    bool ok = st != NULL;
     if (ok) {
-        bind_record(st, m->id, r, now);
         sqlite3_bind_blob(st, 8, hash, sizeof hash, SQLITE_TRANSIENT);
         sqlite3_bind_text(st, 9, prefix, -1, SQLITE_TRANSIENT);
         ok = step_done(st) == 0 && write_policies(ks->db, m->id, r, false) == 0;
@@ -408,14 +413,12 @@ static void op_update(qg_keystore *ks, keyop_msg *m, int64_t now)
     qg_keyrec *r = qg_keyrec_new(&k, cur);
     r->updated_ms = now;
     restore_fresh(ks, m->id, r, now);
-    sqlite3_stmt *st = NULL;
-    bool ok = begin(ks) == 0 &&
-              sqlite3_prepare_v2(ks->db,
-                                 "UPDATE api_key SET name=?2,status=?3,expires_ms=?4,total_quota_micro=?5,models=?6,"
-                                 "updated_ms=?7 WHERE id=?1",
-                                 -1, &st, NULL) == SQLITE_OK;
+    sqlite3_stmt *st = begin_record(ks,
+                                    "UPDATE api_key SET name=?2,status=?3,expires_ms=?4,total_quota_micro=?5,models=?6,"
+                                    "updated_ms=?7 WHERE id=?1",
+                                    m->id, r, now);
+    bool ok = st != NULL;
     if (ok) {
-        bind_record(st, m->id, r, now);
         ok = step_done(st) == 0 && (!(m->spec.present & QG_KS_POLICIES) || write_policies(ks->db, m->id, r, true) == 0);
     }
     if (commit(ks, m, ok) < 0) {
@@ -454,28 +457,17 @@ static void apply(qg_keystore *ks, keyop_msg *m)
     qg_key_spec_free(&m->spec);
 }
 
-static void serve_ops(qg_keystore *ks)
+static void serve_op(void *ctx, int worker, void *msg)
 {
-    for (bool any = true; any;) {
-        any = false;
-        for (int w = 0; w < ks->mb.n_workers; w++) {
-            keyop_msg *m = qg_mailbox_take(&ks->mb, w);
-            if (!m) continue;
-            any = true;
-            apply(ks, m);
-            qg_mailbox_reply(&ks->mb, w, m);
-        }
-    }
+    qg_keystore *ks = ctx;
+    apply(ks, msg);
+    qg_mailbox_reply(&ks->mb, worker, msg);
 }
 
 static void *keystore_main(void *arg)
 {
     qg_keystore *ks = arg;
-    while (!atomic_load(&ks->stop)) {
-        qg_mailbox_wait(&ks->mb, 1000);
-        serve_ops(ks);
-    }
-    serve_ops(ks);
+    qg_mailbox_serve(&ks->mb, &ks->stop, serve_op, ks);
     return NULL;
 }
 

@@ -8,8 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static const char *unit_name(qg_unit u) { return u == QG_UNIT_USD ? "usd" : u == QG_UNIT_REQUESTS ? "requests" : "tokens"; }
-
 /* The anchor as it was given: its wall-clock time in its own UTC offset (daily and weekly
  * windows turn at that time), with anchor_ms the instant. */
 static void anchor_json(qg_buf *b, const qg_policy_cfg *p)
@@ -33,7 +31,7 @@ static void policy_json(qg_buf *b, const qg_keyq *k, int i, int64_t now)
     bool ok = qg_keyq_status(k, i, now, &st) == 0;
     qg_buf_appendf(b, "{\"period\":\"%s\",\"unit\":\"%s\",\"limit\":%lld,\"boundary\":\"%s\",\"on_exhausted\":\"%s\","
                       "\"auto_resume\":%s",
-                   p->label, unit_name(p->cfg.unit), (long long)p->limit, p->cfg.strict ? "strict" : "graceful",
+                   p->label, qg_unit_name(p->cfg.unit), (long long)p->limit, p->cfg.strict ? "strict" : "graceful",
                    p->cfg.on_exhausted_disable ? "disable" : "reject", p->cfg.auto_resume ? "true" : "false");
     anchor_json(b, &p->cfg);
     qg_buf_json_time(b, "window_start", ok ? st.w.start_ms : 0);

@@ -1043,8 +1043,10 @@ static bool wait_barrier(qg_ledger *l, const query_msg *qm)
     return ok;
 }
 
-static void answer(qg_ledger *l, int w, query_msg *qm)
+static void answer(void *ctx, int w, void *msg)
 {
+    qg_ledger *l = ctx;
+    query_msg *qm = msg;
     if (!wait_barrier(l, qm)) {
         atomic_fetch_add(&l->queries_late, 1);
         qg_warn("ledger: a query waited %d ms for earlier rows to be committed; running it without them",
@@ -1056,28 +1058,10 @@ static void answer(qg_ledger *l, int w, query_msg *qm)
     qg_mailbox_reply(&l->qmb, w, qm);
 }
 
-/* One query per worker per pass, so one worker's burst does not starve the others. */
-static void serve_queries(qg_ledger *l)
-{
-    for (bool any = true; any;) {
-        any = false;
-        for (int w = 0; w < l->n_workers; w++) {
-            query_msg *qm = qg_mailbox_take(&l->qmb, w);
-            if (!qm) continue;
-            any = true;
-            answer(l, w, qm);
-        }
-    }
-}
-
 static void *reader_main(void *arg)
 {
     qg_ledger *l = arg;
-    while (!atomic_load(&l->stop_reader)) {
-        qg_mailbox_wait(&l->qmb, 1000);
-        serve_queries(l);
-    }
-    serve_queries(l);
+    qg_mailbox_serve(&l->qmb, &l->stop_reader, answer, l);
     return NULL;
 }
 

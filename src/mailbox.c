@@ -104,6 +104,28 @@ void qg_mailbox_wait(qg_mailbox *mb, int timeout_ms)
 
 void *qg_mailbox_take(qg_mailbox *mb, int worker) { return qg_ring_pop(&mb->to_service[worker]); }
 
+static void serve_pending(qg_mailbox *mb, void (*handle)(void *ctx, int worker, void *msg), void *ctx)
+{
+    for (bool any = true; any;) {
+        any = false;
+        for (int w = 0; w < mb->n_workers; w++) {
+            void *m = qg_mailbox_take(mb, w);
+            if (!m) continue;
+            any = true;
+            handle(ctx, w, m);
+        }
+    }
+}
+
+void qg_mailbox_serve(qg_mailbox *mb, _Atomic bool *stop, void (*handle)(void *ctx, int worker, void *msg), void *ctx)
+{
+    while (!atomic_load(stop)) {
+        qg_mailbox_wait(mb, 1000);
+        serve_pending(mb, handle, ctx);
+    }
+    serve_pending(mb, handle, ctx);
+}
+
 void qg_mailbox_reply(qg_mailbox *mb, int worker, void *msg)
 {
     while (!qg_ring_push(&mb->to_worker[worker], msg)) sched_yield();

@@ -55,5 +55,9 @@ void qg_mailbox_wait(qg_mailbox *mb, int timeout_ms);
 void *qg_mailbox_take(qg_mailbox *mb, int worker);
 /* Hands a reply to a worker and wakes its loop.  Spins politely if the ring is full. */
 void qg_mailbox_reply(qg_mailbox *mb, int worker, void *msg);
+/* A service thread's loop: until *stop, waits for posts (waking at least every second) and
+ * hands each message to handle, one per worker per pass so one worker's burst does not
+ * starve the others; once *stop is set, handles what is left, then returns. */
+void qg_mailbox_serve(qg_mailbox *mb, _Atomic bool *stop, void (*handle)(void *ctx, int worker, void *msg), void *ctx);
 
 #endif

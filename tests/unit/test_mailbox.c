@@ -315,6 +315,34 @@ static void run_until_stop(qg_loop *l, fire_log *log, int64_t stop_deadline)
     log->n--; /* drop the stop marker */
 }
 
+/* qg_mailbox_serve: one message per worker per pass (a burst from one worker does not go
+ * first), and everything posted before the stop is handled before it returns. */
+typedef struct {
+    int order[16];
+    int n;
+} served;
+
+static void note_served(void *ctx, int worker, void *msg)
+{
+    served *s = ctx;
+    s->order[s->n++] = worker * 100 + (int)(intptr_t)msg;
+}
+
+static void test_mailbox_serve_round_robin(void **state)
+{
+    qg_mailbox mb;
+    assert_int_equal(qg_mailbox_init(&mb, 2, 8), 0);
+    for (intptr_t i = 1; i <= 3; i++) assert_true(qg_mailbox_post(&mb, 0, (void *)i, false));
+    assert_true(qg_mailbox_post(&mb, 1, (void *)(intptr_t)1, false));
+    served s = {.n = 0};
+    _Atomic bool stop = true; /* already stopping: serve handles what is there, then returns */
+    qg_mailbox_serve(&mb, &stop, note_served, &s);
+    assert_int_equal(s.n, 4);
+    static const int want[] = {1, 101, 2, 3};
+    for (int i = 0; i < 4; i++) assert_int_equal(s.order[i], want[i]);
+    qg_mailbox_free(&mb);
+}
+
 static void test_timers_fire_in_deadline_order(void **state)
 {
     enum { N = 300 }; /* beyond the heap's initial capacity */
@@ -562,6 +590,7 @@ int main(void)
         cmocka_unit_test(test_ring_two_threads),
         cmocka_unit_test(test_mailbox_round_trip),
         cmocka_unit_test(test_mailbox_post_full_and_wake),
+        cmocka_unit_test(test_mailbox_serve_round_robin),
         cmocka_unit_test(test_timers_fire_in_deadline_order),
         cmocka_unit_test(test_timer_stop_and_rearm),
         cmocka_unit_test(test_timer_rearm_from_callback),

@@ -591,6 +591,12 @@ static void test_key_spec_parse(void **state)
         {"{\"name\":\"a b\"}", "name"},
         {"{\"name\":", "body"},
     };
+    /* several problems: one message, joined by ';' (an API error has one line) */
+    e.len = 0;
+    assert_int_equal(spec("{\"status\":\"paused\",\"total_quota\":-1}", &s, &e), -1);
+    assert_non_null(strchr(e.data, ';'));
+    assert_null(strchr(e.data, '\n'));
+    assert_int_equal(e.data[e.len - 1], 0);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         e.len = 0;
         if (qg_key_spec_parse(bad[i].body, strlen(bad[i].body), &s, &e) != -1) fail_msg("accepted %s", bad[i].body);
