@@ -8,18 +8,22 @@
 #include <string.h>
 
 #define TAG_MASK ((1u << QG_KQ_TAG_BITS) - 1)
+#define GEN_MASK ((1u << QG_KQ_GEN_BITS) - 1)
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
-static uint64_t pack(int64_t index, int64_t committed)
+static uint64_t pack(int64_t index, unsigned gen, int64_t committed)
 {
-    return (uint64_t)((uint64_t)index & TAG_MASK) << QG_KQ_AMOUNT_BITS | (uint64_t)committed;
+    return ((uint64_t)index & TAG_MASK) << (QG_KQ_GEN_BITS + QG_KQ_AMOUNT_BITS) |
+           (uint64_t)(gen & GEN_MASK) << QG_KQ_AMOUNT_BITS | (uint64_t)committed;
 }
-static uint32_t tag_of(uint64_t w) { return (uint32_t)(w >> QG_KQ_AMOUNT_BITS); }
+static uint32_t tag_of(uint64_t w) { return (uint32_t)(w >> (QG_KQ_GEN_BITS + QG_KQ_AMOUNT_BITS)); }
+static unsigned gen_of(uint64_t w) { return (unsigned)(w >> QG_KQ_AMOUNT_BITS) & GEN_MASK; }
 static int64_t committed_of(uint64_t w) { return (int64_t)(w & (uint64_t)QG_KQ_AMOUNT_MAX); }
 static bool same_window(uint64_t w, int64_t index) { return tag_of(w) == ((uint64_t)index & TAG_MASK); }
 static _Atomic uint64_t *slot_of(qg_kq_policy *p, int64_t index) { return &p->slot[(uint64_t)index % QG_KQ_SLOTS]; }
 
-static uint64_t pause_word(int policy, int64_t until);
+static uint64_t pause_word(uint32_t epoch, int policy, int64_t until);
+static uint32_t pause_epoch(uint64_t w);
 
 static int64_t clamp_amount(int64_t v) { return v < 0 ? 0 : v > QG_KQ_AMOUNT_MAX ? QG_KQ_AMOUNT_MAX : v; }
 
@@ -63,10 +67,11 @@ qg_keyq *qg_keyq_new_from(const qg_keyq *prev, const qg_policy_cfg *policies, si
         k->p[i].header_len = (uint8_t)QG_MIN(QG_MAX(hl, 0), (int)sizeof h - 1);
     }
     k->total_limit = total_quota_usd >= 0 ? qg_quota_amount(QG_UNIT_USD, total_quota_usd) : -1;
-    if (prev) { /* a pause carries over while its policy is still there (under its new index) */
+    if (prev) { /* the reset epoch carries over, and a pause while its policy is still there */
         int64_t until;
-        int j = policy_by_signature(k, qg_keyq_pause_info(prev, &until));
-        if (j >= 0) atomic_store(&k->pause, pause_word(j, until));
+        uint32_t epoch;
+        int j = policy_by_signature(k, qg_keyq_pause_info(prev, &until, &epoch));
+        atomic_store(&k->pause, pause_word(epoch, j, j >= 0 ? until : 0));
     }
     return k;
 }
@@ -79,27 +84,36 @@ int64_t qg_keyq_amount(const qg_policy_cfg *p, const qg_qamount *cost)
 
 /* ---- pause ---- */
 
-static uint64_t pause_word(int policy, int64_t until) { return (uint64_t)(until < 0 ? 0 : until) << 5 | (uint64_t)(policy + 1); }
-static int64_t pause_until(uint64_t w) { return (int64_t)(w >> 5); }
+#define UNTIL_BITS (QG_KQ_PAUSE_EPOCH_SHIFT - 5)
+#define EPOCH_MASK ((1u << (64 - QG_KQ_PAUSE_EPOCH_SHIFT)) - 1)
+static uint64_t pause_word(uint32_t epoch, int policy, int64_t until)
+{
+    uint64_t u = (uint64_t)QG_MAX(until, (int64_t)0) & ((1ULL << UNTIL_BITS) - 1);
+    return (uint64_t)(epoch & EPOCH_MASK) << QG_KQ_PAUSE_EPOCH_SHIFT | u << 5 | (uint64_t)(policy + 1);
+}
+static uint32_t pause_epoch(uint64_t w) { return (uint32_t)(w >> QG_KQ_PAUSE_EPOCH_SHIFT); }
+static int64_t pause_until(uint64_t w) { return (int64_t)((w >> 5) & ((1ULL << UNTIL_BITS) - 1)); }
 static int pause_policy(uint64_t w) { return (int)(w & 31) - 1; }
 
 /* The first exhaustion of an on_exhausted: disable policy pauses the key: until the window's
  * end when it auto-resumes, else until a manual reset (until 0). */
 static void pause_for(qg_keyq *k, int i, int64_t window_end)
 {
-    uint64_t zero = 0;
     int64_t until = k->p[i].cfg.auto_resume ? window_end : 0;
-    atomic_compare_exchange_strong(&k->pause, &zero, pause_word(i, until));
+    uint64_t w = LD(k->pause);
+    while (pause_policy(w) < 0 &&
+           !atomic_compare_exchange_weak(&k->pause, &w, pause_word(pause_epoch(w), i, until)))
+        ;
 }
 
 /* A pause whose time has come ends here, on the request path (no timer needed). */
 static bool paused(qg_keyq *k, int64_t now, qg_kq_refusal *why)
 {
     uint64_t w = LD(k->pause);
-    if (!w) return false;
+    if (pause_policy(w) < 0) return false;
     int64_t until = pause_until(w);
     if (until && now >= until) {
-        atomic_compare_exchange_strong(&k->pause, &w, 0);
+        atomic_compare_exchange_strong(&k->pause, &w, pause_word(pause_epoch(w), -1, 0));
         return false;
     }
     why->policy = pause_policy(w);
@@ -110,34 +124,45 @@ static bool paused(qg_keyq *k, int64_t now, qg_kq_refusal *why)
 
 /* ---- one policy ---- */
 
-/* Takes est in the window containing now; 0, or -1 (refused: *exhausted says whether the
- * window is spent, as opposed to too full for this estimate). */
-static int take(qg_kq_policy *p, int64_t index, int64_t est, bool *exhausted)
+/* Takes est in the window containing now and says under which generation (*gen); 0, or -1
+ * (refused: *exhausted says whether the window is spent, as opposed to too full for this
+ * estimate). */
+static int take(qg_kq_policy *p, int64_t index, int64_t est, bool *exhausted, uint8_t *gen)
 {
     _Atomic uint64_t *s = slot_of(p, index);
     uint64_t w = LD(*s);
     for (;;) {
-        int64_t c = same_window(w, index) ? committed_of(w) : 0; /* a stale slot is an empty window */
+        bool current = same_window(w, index); /* a stale slot is an empty window, generation 0 */
+        int64_t c = current ? committed_of(w) : 0;
+        unsigned g = current ? gen_of(w) : 0;
         *exhausted = c >= p->limit;
         bool fits = c < p->limit && (!p->cfg.strict || c + est <= p->limit); /* a spent window fits nothing */
         if (!fits) return -1;
-        if (atomic_compare_exchange_weak_explicit(s, &w, pack(index, clamp_amount(c + est)), memory_order_relaxed,
-                                                  memory_order_relaxed))
+        if (atomic_compare_exchange_weak_explicit(s, &w, pack(index, g, clamp_amount(c + est)), memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            *gen = (uint8_t)g;
             return 0;
+        }
     }
 }
 
-/* Adds delta to the window `index` if the slot still holds it; returns the new committed
- * amount, or -1 when the window has left the ring. */
-static int64_t adjust(qg_kq_policy *p, int64_t index, int64_t delta)
+/* Ends a reservation's part in window `index`: adds `same` if the window is still in the
+ * generation the reservation took (*gen), else (a reset came in between and wiped the
+ * estimate) `other`, and sets *gen to the generation charged.  Returns the new committed
+ * amount, or -1 when the window has left the ring.  One compare-and-swap on the word that
+ * the reset swaps too, so a settlement is wholly before a reset or wholly after it. */
+static int64_t adjust(qg_kq_policy *p, int64_t index, uint8_t *gen, int64_t same, int64_t other)
 {
     _Atomic uint64_t *s = slot_of(p, index);
     uint64_t w = LD(*s);
     for (;;) {
         if (!same_window(w, index)) return -1;
-        int64_t c = clamp_amount(committed_of(w) + delta);
-        if (atomic_compare_exchange_weak_explicit(s, &w, pack(index, c), memory_order_relaxed, memory_order_relaxed))
+        unsigned g = gen_of(w);
+        int64_t c = clamp_amount(committed_of(w) + (g == *gen ? same : other));
+        if (atomic_compare_exchange_weak_explicit(s, &w, pack(index, g, c), memory_order_relaxed, memory_order_relaxed)) {
+            *gen = (uint8_t)g;
             return c;
+        }
     }
 }
 
@@ -155,7 +180,7 @@ static int take_total(qg_keyq *k, int64_t est)
 
 static void give_back(qg_keyq *k, qg_kq_resv *r, int upto)
 {
-    for (int i = 0; i < upto; i++) adjust(&k->p[i], r->index[i], -r->est[i]);
+    for (int i = 0; i < upto; i++) adjust(&k->p[i], r->index[i], &r->gen[i], -r->est[i], 0);
     if (k->total_limit >= 0) atomic_fetch_sub_explicit(&k->sh->total_committed, r->total, memory_order_relaxed);
 }
 
@@ -194,7 +219,7 @@ qg_kq_verdict qg_keyq_reserve(qg_keyq *k, const qg_qamount *est, int64_t now, qg
         qg_window w = {0}; /* no window (out of range): refused with no reset known */
         bool exhausted = false;
         r->est[i] = qg_keyq_amount(&k->p[i].cfg, est);
-        if (qg_policy_window(&k->p[i].cfg, now, &w) < 0 || take(&k->p[i], w.index, r->est[i], &exhausted) < 0) {
+        if (qg_policy_window(&k->p[i].cfg, now, &w) < 0 || take(&k->p[i], w.index, r->est[i], &exhausted, &r->gen[i]) < 0) {
             give_back(k, r, i);
             why->policy = i;
             why->reset_ms = w.end_ms;
@@ -211,7 +236,6 @@ qg_kq_verdict qg_keyq_reserve(qg_keyq *k, const qg_qamount *est, int64_t now, qg
         r->index[i] = w.index;
         r->end_ms[i] = w.end_ms;
     }
-    r->resets = atomic_load_explicit(&k->sh->resets, memory_order_relaxed);
     r->active = true;
     if (k->n_p) atomic_fetch_add_explicit(&k->sh->inflight, 1, memory_order_relaxed); /* only policies are probed */
     return QG_KQ_OK;
@@ -223,10 +247,10 @@ bool qg_keyq_settle(qg_keyq *k, qg_kq_resv *r, const qg_qamount *actual, int64_t
     r->active = false;
     if (k->n_p) atomic_fetch_sub_explicit(&k->sh->inflight, 1, memory_order_relaxed);
     bool spent = false;
-    bool wiped = atomic_load_explicit(&k->sh->resets, memory_order_relaxed) != r->resets; /* its estimate is gone */
     for (int i = 0; i < k->n_p; i++) {
         int64_t a = actual ? qg_keyq_amount(&k->p[i].cfg, actual) : 0;
-        int64_t c = adjust(&k->p[i], r->index[i], a - (wiped ? 0 : r->est[i]));
+        /* after a reset its estimate is gone: the whole use is charged to the fresh count */
+        int64_t c = adjust(&k->p[i], r->index[i], &r->gen[i], a - r->est[i], a);
         if (c < 0 || c < k->p[i].limit || !a) continue;
         spent = true;
         qg_window w;
@@ -244,15 +268,22 @@ bool qg_keyq_settle(qg_keyq *k, qg_kq_resv *r, const qg_qamount *actual, int64_t
 
 void qg_keyq_release(qg_keyq *k, qg_kq_resv *r) { qg_keyq_settle(k, r, NULL, 0); }
 
-void qg_keyq_reset(qg_keyq *k, int64_t now)
+void qg_keyq_reset(qg_keyq *k, int64_t now, qg_kq_reset *out)
 {
+    out->n = 0;
     for (int i = 0; i < k->n_p; i++) {
-        qg_window w;
-        if (qg_policy_window(&k->p[i].cfg, now, &w) < 0) continue;
-        atomic_store_explicit(slot_of(&k->p[i], w.index), pack(w.index, 0), memory_order_relaxed);
+        qg_window win;
+        if (qg_policy_window(&k->p[i].cfg, now, &win) < 0) continue;
+        _Atomic uint64_t *s = slot_of(&k->p[i], win.index);
+        uint64_t w = LD(*s);
+        unsigned g;
+        do g = same_window(w, win.index) ? (gen_of(w) + 1) & GEN_MASK : 1; /* 1: above a fresh window's 0 */
+        while (!atomic_compare_exchange_weak(s, &w, pack(win.index, g, 0)));
+        out->policy[out->n] = k->p[i].signature, out->window[out->n] = win.index, out->gen[out->n++] = (uint8_t)g;
     }
-    atomic_store_explicit(&k->pause, 0, memory_order_relaxed);
-    atomic_fetch_add_explicit(&k->sh->resets, 1, memory_order_relaxed);
+    uint64_t w = LD(k->pause);
+    do out->epoch = (pause_epoch(w) + 1) & EPOCH_MASK;
+    while (!atomic_compare_exchange_weak(&k->pause, &w, pause_word(out->epoch, -1, 0)));
 }
 
 int qg_keyq_status(const qg_keyq *ck, int i, int64_t now, qg_kq_status *out)
@@ -287,12 +318,12 @@ int qg_keyq_tightest(const qg_keyq *k, int64_t now)
     return best;
 }
 
-void qg_keyq_restore_window(qg_keyq *k, int i, int64_t window, int64_t used, int64_t now)
+void qg_keyq_restore_window(qg_keyq *k, int i, int64_t window, int64_t used, unsigned gen, int64_t now)
 {
     qg_window w;
     if (i < 0 || i >= k->n_p || qg_policy_window(&k->p[i].cfg, now, &w) < 0) return;
     if (window > w.index || window <= w.index - QG_KQ_SLOTS) return;
-    atomic_store_explicit(slot_of(&k->p[i], window), pack(window, clamp_amount(used)), memory_order_relaxed);
+    atomic_store_explicit(slot_of(&k->p[i], window), pack(window, gen, clamp_amount(used)), memory_order_relaxed);
 }
 
 void qg_keyq_restore_total(qg_keyq *k, int64_t used)
@@ -300,17 +331,20 @@ void qg_keyq_restore_total(qg_keyq *k, int64_t used)
     if (k->total_limit >= 0) atomic_store_explicit(&k->sh->total_committed, QG_MAX(used, (int64_t)0), memory_order_relaxed);
 }
 
-void qg_keyq_restore_pause(qg_keyq *k, int i, int64_t until_ms)
+void qg_keyq_restore_pause(qg_keyq *k, int i, int64_t until_ms, uint32_t epoch)
 {
-    if (i >= 0 && i < k->n_p) atomic_store_explicit(&k->pause, pause_word(i, until_ms), memory_order_relaxed);
+    if (i >= k->n_p) i = -1; /* a policy edited away: the epoch alone */
+    atomic_store_explicit(&k->pause, pause_word(epoch, i, i >= 0 ? until_ms : 0), memory_order_relaxed);
 }
 
-uint64_t qg_keyq_pause_info(const qg_keyq *ck, int64_t *until_ms)
+uint64_t qg_keyq_pause_info(const qg_keyq *ck, int64_t *until_ms, uint32_t *epoch)
 {
     uint64_t w = LD(((qg_keyq *)ck)->pause);
     int i = pause_policy(w);
-    *until_ms = w ? pause_until(w) : 0;
-    return w && i >= 0 && i < ck->n_p ? ck->p[i].signature : 0;
+    bool on = i >= 0 && i < ck->n_p;
+    *until_ms = on ? pause_until(w) : 0;
+    if (epoch) *epoch = pause_epoch(w);
+    return on ? ck->p[i].signature : 0;
 }
 
 int qg_keyq_settled(const qg_keyq *k, int i, int64_t now, int64_t *window, int64_t *used)

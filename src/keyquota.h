@@ -4,15 +4,26 @@
  * after it, exhaustion, pause and resume.  Pure: no clock (`now` is a parameter), no I/O.
  *
  * Counters.  Each policy keeps one atomic word per window in a ring of QG_KQ_SLOTS slots
- * (window index mod QG_KQ_SLOTS): the window's tag (index mod 2^24) in the top 24 bits and
- * its `committed` amount (settled use plus the estimates of the requests in flight) in the
- * low 40.  Admission is a compare-and-swap on that one word — strict: committed < limit and
- * committed + estimate <= limit; graceful: committed < limit — so no reader ever sees a half-applied change.  The
- * first admission of a new window swaps the slot's stale word (a window at least
+ * (window index mod QG_KQ_SLOTS): the window's tag (index mod 2^18) in the top 18 bits, its
+ * generation (6 bits: 0 for a fresh window, one more at each manual reset) and its
+ * `committed` amount (settled use plus the estimates of the requests in flight) in the low
+ * 40.  A slot left untouched for exactly a multiple of 2^18 windows of its policy (half a
+ * year of 1-minute windows) would read as current: accepted.  Admission is a
+ * compare-and-swap on that one word — strict: committed < limit and committed + estimate
+ * <= limit; graceful: committed < limit — so no reader ever sees a half-applied change.
+ * The first admission of a new window swaps the slot's stale word (a window at least
  * QG_KQ_SLOTS old) for a fresh one.  Settlement adds actual - estimate to the word of the
  * window the reservation was admitted in, however late it arrives, as long as that window
  * is within the last QG_KQ_SLOTS windows (a request outliving four windows of its policy is
  * settled in the ledger only).  The total quota is one 64-bit committed amount.
+ *
+ * Resets.  A manual reset swaps the current window's word for (same window, next
+ * generation, 0) and bumps the key's reset epoch in the pause word.  A settlement checks
+ * the generation in the same compare-and-swap that applies it, so it lands wholly before a
+ * reset (wiped with the window) or wholly after it (its estimate is gone: its whole use is
+ * charged to the fresh count).  The rows and the reset carry the generations and the
+ * epoch, and the store merges them by "newer generation wins, same generation adds"
+ * (ledger.c): the order in which they reach the writer does not matter.
  *
  * All or nothing: the total quota and every policy are reserved in order; if one refuses,
  * those already taken are given back before the call returns (a concurrent reader may see
@@ -33,8 +44,11 @@
 #include <stdatomic.h>
 
 #define QG_KQ_SLOTS 4
-#define QG_KQ_TAG_BITS 24
+#define QG_KQ_TAG_BITS 18
+#define QG_KQ_GEN_BITS 6
 #define QG_KQ_AMOUNT_BITS 40
+/* The pause word: reset epoch (17 bits) << 47 | until_ms (42 bits) << 5 | policy + 1 (0: none). */
+#define QG_KQ_PAUSE_EPOCH_SHIFT 47
 #define QG_KQ_AMOUNT_MAX ((1LL << QG_KQ_AMOUNT_BITS) - 1)
 
 typedef struct {
@@ -55,8 +69,6 @@ typedef struct {
 /* What every version of one key's counters shares (see qg_keyq_new_from). */
 typedef struct {
     _Atomic int64_t total_committed; /* micro-USD */
-    _Atomic uint32_t resets;         /* manual resets so far: a reservation from before one
-                                        had its estimate wiped, so it settles its whole use */
     _Atomic int32_t inflight;        /* reservations with policies not yet settled or released */
 } qg_kq_shared;
 
@@ -66,10 +78,10 @@ typedef struct qg_keyq {
     qg_kq_shared *sh;                /* &own_sh, or the first version's */
     const struct qg_keyq *prev;      /* the version this one replaced (never freed: keydir.h) */
     qg_kq_shared own_sh;
-    /* A pause after an on_exhausted: disable policy ran out: 0 none, else
-     * until_ms << 5 | (policy index + 1); until 0 means "until a manual reset".  The first
-     * exhaustion wins (a second cannot overwrite the record), and the key's own status is
-     * never touched. */
+    /* The key's reset epoch and its pause after an on_exhausted: disable policy ran out
+     * (QG_KQ_PAUSE_EPOCH_SHIFT): policy index + 1 (0 none), until_ms; until 0 means "until
+     * a manual reset".  The first exhaustion wins (a second cannot overwrite the record),
+     * and the key's own status is never touched. */
     _Atomic uint64_t pause;
     qg_kq_policy p[];                /* [n_p]: a key without policies costs ~32 bytes */
 } qg_keyq;
@@ -83,7 +95,8 @@ typedef enum {
 
 typedef struct {
     bool active;
-    uint32_t resets;                 /* the key's reset count when it was admitted */
+    uint8_t gen[QG_KEY_MAX_POLICIES];/* the generation each window was taken in; after the
+                                        settlement, the generation it was charged to */
     int64_t total;                   /* micro-USD reserved on the total quota */
     int64_t est[QG_KEY_MAX_POLICIES];
     int64_t index[QG_KEY_MAX_POLICIES]; /* the window each policy admitted it in */
@@ -104,8 +117,8 @@ typedef struct {
 qg_keyq *qg_keyq_new(const qg_policy_cfg *policies, size_t n, double total_quota_usd);
 /* The counters of an edited key: a policy with the signature of one of prev's (or of an
  * earlier version's: a policy edited away and back keeps its count, as the store does) shares its
- * window words, the total quota's amount and the reset and in-flight counts are shared,
- * and prev's pause carries over if its policy is still there.  prev must outlive the new
+ * window words, the total quota's amount and the in-flight count are shared, prev's reset
+ * epoch carries over, and its pause too if its policy is still there.  prev must outlive the new
  * version (counters are never freed while the process runs: keydir.h). */
 qg_keyq *qg_keyq_new_from(const qg_keyq *prev, const qg_policy_cfg *policies, size_t n, double total_quota_usd);
 /* The settled amount in each policy's current window, or -1 while a reservation of the
@@ -125,17 +138,25 @@ qg_kq_verdict qg_keyq_reserve(qg_keyq *k, const qg_qamount *est, int64_t now, qg
 bool qg_keyq_settle(qg_keyq *k, qg_kq_resv *r, const qg_qamount *actual, int64_t now);
 void qg_keyq_release(qg_keyq *k, qg_kq_resv *r);
 /* Manual reset (POST /admin/keys/{id}/reset): zeroes every policy's current window and
- * ends a pause.  The total quota is not touched. */
-void qg_keyq_reset(qg_keyq *k, int64_t now);
+ * ends a pause.  The total quota is not touched.  *out: what the store must apply. */
+typedef struct {
+    int n;
+    uint64_t policy[QG_KEY_MAX_POLICIES]; /* signature */
+    int64_t window[QG_KEY_MAX_POLICIES];  /* the window zeroed ... */
+    uint8_t gen[QG_KEY_MAX_POLICIES];     /* ... and its new generation */
+    uint32_t epoch;                       /* the key's new reset epoch */
+} qg_kq_reset;
+void qg_keyq_reset(qg_keyq *k, int64_t now, qg_kq_reset *out);
 
-/* Start-up: counters saved by settled ledger rows.  A window outside the ring of the
- * policy's current one is ignored (it can no longer matter). */
-void qg_keyq_restore_window(qg_keyq *k, int policy, int64_t window, int64_t used, int64_t now);
+/* Start-up: counters saved by settled ledger rows, with their generations.  A window
+ * outside the ring of the policy's current one is ignored (it can no longer matter). */
+void qg_keyq_restore_window(qg_keyq *k, int policy, int64_t window, int64_t used, unsigned gen, int64_t now);
 void qg_keyq_restore_total(qg_keyq *k, int64_t used);
-void qg_keyq_restore_pause(qg_keyq *k, int policy, int64_t until_ms);
-/* The key's pause now: the pausing policy's signature (0: not paused) and its end (0: a
- * manual reset), for the store. */
-uint64_t qg_keyq_pause_info(const qg_keyq *k, int64_t *until_ms);
+/* The saved reset epoch, and the pause of policy index `policy` (-1: not paused). */
+void qg_keyq_restore_pause(qg_keyq *k, int policy, int64_t until_ms, uint32_t epoch);
+/* The key's pause now: the pausing policy's signature (0: not paused), its end (0: a
+ * manual reset) and the reset epoch (may be NULL), for the store. */
+uint64_t qg_keyq_pause_info(const qg_keyq *k, int64_t *until_ms, uint32_t *epoch);
 
 /* A policy's current window as the views and x-quota headers show it. */
 typedef struct {

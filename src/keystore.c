@@ -357,14 +357,15 @@ static void restore_fresh(qg_keystore *ks, const char *id, qg_keyrec *r, int64_t
     sqlite3_stmt *st = NULL;
     for (int i = 0; i < r->kq->n_p; i++) {
         if (r->kq->p[i].slot != r->kq->p[i].own) continue; /* shared with an earlier version */
-        if (!st && sqlite3_prepare_v2(ks->db, "SELECT window,used FROM key_window WHERE key_id=?1 AND policy=?2", -1, &st,
-                                      NULL) != SQLITE_OK)
+        if (!st && sqlite3_prepare_v2(ks->db, "SELECT window,used,gen FROM key_window WHERE key_id=?1 AND policy=?2", -1,
+                                      &st, NULL) != SQLITE_OK)
             return;
         sqlite3_reset(st);
         sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
         sqlite3_bind_int64(st, 2, (int64_t)r->kq->p[i].signature);
         while (sqlite3_step(st) == SQLITE_ROW)
-            qg_keyq_restore_window(r->kq, i, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1), now);
+            qg_keyq_restore_window(r->kq, i, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
+                                   (unsigned)sqlite3_column_int64(st, 2), now);
     }
     sqlite3_finalize(st);
 }
@@ -480,20 +481,21 @@ typedef struct {
 } counter_load;
 
 /* A saved counter: the key of that id (O(1)), its policy of that signature.  Counters of
- * keys deleted since, or of policies edited away, match nothing. */
-static void load_counter(void *ud, const char *key, uint64_t policy, int64_t window, int64_t used, bool total)
+ * keys deleted since, or of policies edited away, match nothing (a pause of a policy edited
+ * away restores the reset epoch alone). */
+static void load_counter(void *ud, const char *key, uint64_t policy, int64_t window, int64_t used, unsigned gen,
+                         bool total)
 {
     counter_load *cl = ud;
     qg_keyent *e = qg_keydir_by_id(cl->dir, qg_slice_of(key));
     const qg_keyrec *r = e ? qg_keyent_rec(e) : NULL;
     if (!r) return;
     qg_keyq *k = r->kq;
+    int p = 0;
+    while (p < k->n_p && (!policy || k->p[p].signature != policy)) p++; /* 0: no policy */
     if (total) qg_keyq_restore_total(k, used);
-    for (int p = 0; !total && p < k->n_p; p++) {
-        if (k->p[p].signature != policy) continue;
-        if (used == -1) qg_keyq_restore_pause(k, p, window); /* a saved pause: window = its end */
-        else qg_keyq_restore_window(k, p, window, used, cl->now);
-    }
+    else if (used == -1) qg_keyq_restore_pause(k, p < k->n_p ? p : -1, window, gen); /* window: the pause's end */
+    else if (p < k->n_p) qg_keyq_restore_window(k, p, window, used, gen, cl->now);
     cl->n++;
 }
 
@@ -505,17 +507,9 @@ int qg_keys_restore_counters(qg_keydir *dir, const char *path, int64_t now, char
 
 void qg_keys_reset(qg_ledger *l, int worker, const qg_keyrec *r, int64_t now)
 {
-    qg_keyq *k = r->kq;
-    qg_keyq_reset(k, now);
-    uint64_t sig[QG_KEY_MAX_POLICIES];
-    int64_t win[QG_KEY_MAX_POLICIES];
-    int n = 0;
-    for (int p = 0; p < k->n_p; p++) {
-        qg_kq_status st;
-        if (qg_keyq_status(k, p, now, &st) < 0) continue;
-        sig[n] = k->p[p].signature, win[n++] = st.w.index;
-    }
-    qg_ledger_reset_key(l, worker, r->ent->id, sig, win, n);
+    qg_kq_reset done;
+    qg_keyq_reset(r->kq, now, &done);
+    qg_ledger_reset_key(l, worker, r->ent->id, done.policy, done.window, done.gen, done.n, done.epoch);
     qg_info("key %s (%s) reset (current windows zeroed, pause ended)", r->ent->id, r->name);
 }
 

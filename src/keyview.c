@@ -43,7 +43,7 @@ static void policy_json(qg_buf *b, const qg_keyq *k, int i, int64_t now)
 /* The pause as the views show it: the pausing policy's index, or -1. */
 static int pause_of(const qg_keyq *k, int64_t now, int64_t *until)
 {
-    uint64_t sig = qg_keyq_pause_info(k, until);
+    uint64_t sig = qg_keyq_pause_info(k, until, NULL);
     if (!sig || (*until && *until <= now)) return -1; /* a pause past its end ends with the next request */
     for (int i = 0; i < k->n_p; i++)
         if (k->p[i].signature == sig) return i;

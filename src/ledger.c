@@ -94,24 +94,17 @@ typedef struct {
     char text[];
 } state_msg;
 
-/* A key's manual reset: its pause deleted, these windows zeroed. */
+/* A key's manual reset: its pause ended at a new epoch, these windows zeroed at new
+ * generations. */
 typedef struct {
     ledger_msg m;
     char key[64];
-    int64_t at_mono;                 /* when the reset happened (qg_mono_us) */
     int n;
+    uint32_t epoch;
     uint64_t policy[16];
     int64_t window[16];
+    uint8_t gen[16];
 } key_reset_msg;
-
-/* The writer drains the workers' rings one after the other, so a row settled before a
- * reset can reach the store after it; the writer remembers recent resets and drops such a
- * row's key counters (the reset already wiped them in memory). */
-#define RECENT_RESETS 64
-typedef struct {
-    char key[64];
-    int64_t at_mono;
-} recent_reset;
 
 /* One distinct (minute, key, account, provider, model) of a batch, summed while the batch
  * is inserted.  The names are the first such row's (alive until the batch is committed). */
@@ -157,8 +150,6 @@ struct qg_ledger {
     sqlite3_stmt *insert, *update, *upsert, *state, *key_window, *key_total, *key_pause;
     struct key_agg *kagg;       /* writer-owned: this batch's key counters, [KEY_AGG_MAX] */
     size_t n_kagg;
-    recent_reset resets[RECENT_RESETS]; /* writer-owned ring */
-    size_t n_resets;
     minute_agg *agg;            /* writer-owned: this batch's combinations, [agg_cap] */
     size_t agg_cap, n_agg, last_agg;
     uint32_t *slots;            /* open addressing over agg (index + 1; 0 empty), [slots_cap] */
@@ -262,20 +253,33 @@ static const char state_sql[] =
     "INSERT INTO account_state(account,data,updated_ms) VALUES(?1,?2,?3)"
     " ON CONFLICT(account) DO UPDATE SET data=excluded.data,updated_ms=excluded.updated_ms";
 
+/* Rows and manual resets reach the writer in any order (it drains the workers' rings one
+ * after the other, and a reset is posted by the worker that served it), so the counters
+ * merge by generation (keyquota.h): a newer generation replaces the stored amount (a reset,
+ * or a row settled after one whose message is still on its way), the same generation adds,
+ * an older one is dropped.  Generations are 6 bits and compared modulo 64 (a row lags a
+ * reset by milliseconds, not by 32 resets).  Commutative, so a batch may be summed first. */
+#define NEWER_GEN(a, b) "((" a " - " b ") & 63) BETWEEN 1 AND 31"
 static const char key_window_sql[] =
-    "INSERT INTO key_window(key_id,policy,window,used) VALUES(?1,?2,?3,?4)"
-    " ON CONFLICT(key_id,policy,window) DO UPDATE SET used=used+excluded.used";
+    "INSERT INTO key_window(key_id,policy,window,used,gen) VALUES(?1,?2,?3,?4,?5)"
+    " ON CONFLICT(key_id,policy,window) DO UPDATE SET"
+    " used=CASE WHEN excluded.gen=key_window.gen THEN used+excluded.used ELSE excluded.used END,gen=excluded.gen"
+    " WHERE excluded.gen=key_window.gen OR " NEWER_GEN("excluded.gen", "key_window.gen");
 static const char key_total_sql[] =
     "INSERT INTO key_total(key_id,used) VALUES(?1,?2) ON CONFLICT(key_id) DO UPDATE SET used=used+excluded.used";
 
-/* A saved pause only ever gets stronger from rows (a manual one, until 0, beats any; a
- * later end beats an earlier): rows of one batch come worker by worker, not in time order,
- * so "the last row wins" could let an older unpaused row undo a pause.  A pause whose end
- * has passed is ended by the first request after a restart; a manual reset deletes it. */
+/* The key's pause, by the same rule on the reset epoch (17 bits): a newer epoch replaces
+ * (a reset ends the pause: policy 0), and within an epoch a pause only gets stronger (a
+ * manual one, until 0, beats any; a later end beats an earlier), since rows of one batch
+ * come worker by worker, not in time order.  A pause whose end has passed is ended by the
+ * first request after a restart. */
+#define NEWER_EPOCH(a, b) "((" a " - " b ") & 131071) BETWEEN 1 AND 65535"
 static const char key_pause_sql[] =
-    "INSERT INTO key_pause(key_id,policy,until_ms) VALUES(?1,?2,?3)"
-    " ON CONFLICT(key_id) DO UPDATE SET policy=excluded.policy,until_ms=excluded.until_ms"
-    " WHERE key_pause.until_ms != 0 AND (excluded.until_ms = 0 OR excluded.until_ms > key_pause.until_ms)";
+    "INSERT INTO key_pause(key_id,policy,until_ms,epoch) VALUES(?1,?2,?3,?4)"
+    " ON CONFLICT(key_id) DO UPDATE SET policy=excluded.policy,until_ms=excluded.until_ms,epoch=excluded.epoch"
+    " WHERE " NEWER_EPOCH("excluded.epoch", "key_pause.epoch") " OR (excluded.epoch=key_pause.epoch AND"
+    " excluded.policy!=0 AND (key_pause.policy=0 OR (key_pause.until_ms!=0 AND"
+    " (excluded.until_ms=0 OR excluded.until_ms>key_pause.until_ms))))";
 
 static const char insert_sql[] =
     "INSERT INTO ledger(ts_ms,request_id,key_name,provider,account,model,endpoint,stream,status,error,"
@@ -322,41 +326,46 @@ static int insert_row(qg_ledger *l, const qg_ledger_row *r)
     return sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
 }
 
-/* The key counters the rows of a batch settled, summed per (key, policy, window) and per
- * key's total, then written in the batch's transaction: a restart restores exactly what the
- * committed rows charged (a request in flight at a crash has no row, so its reservation is
- * not charged after the restart).  A busy key's batch of a hundred rows costs three upserts,
- * not three hundred. */
+/* The key counters the rows of a batch settled, merged per (key, policy, window) and per
+ * key's total by the rule of key_window_sql, then written in the batch's transaction: a
+ * restart restores exactly what the committed rows charged (a request in flight at a crash
+ * has no row, so its reservation is not charged after the restart).  A busy key's batch of
+ * a hundred rows costs three upserts, not three hundred. */
 #define KEY_AGG_MAX 256
 #define PAUSE_ENTRY INT64_MIN     /* a key_agg entry that carries the key's pause, not a window */
 typedef struct key_agg {
-    const char *key;                 /* into a pending row: alive until the batch commits */
-    uint64_t policy;                 /* 0: the key's total */
-    int64_t window, used;
+    const char *key;                 /* into a pending message: alive until the batch commits */
+    uint64_t policy;                 /* 0: the key's total (or, in a pause entry, not paused) */
+    int64_t window, used;            /* a pause entry: PAUSE_ENTRY, the pause's end */
+    uint32_t gen;                    /* the window's generation, or the pause's reset epoch */
 } key_agg;
+
+static bool newer_gen(uint32_t a, uint32_t b) { uint32_t d = (a - b) & 63; return d >= 1 && d <= 31; }
+static bool newer_epoch(uint32_t a, uint32_t b) { uint32_t d = (a - b) & 131071; return d >= 1 && d <= 65535; }
+
+/* key_pause_sql's rule: does pause entry n replace a? */
+static bool pause_replaces(const key_agg *n, const key_agg *a)
+{
+    if (newer_epoch(n->gen, a->gen)) return true;
+    return n->gen == a->gen && n->policy && (!a->policy || (a->used != 0 && (n->used == 0 || n->used > a->used)));
+}
 
 static int key_agg_flush(qg_ledger *l)
 {
     for (size_t i = 0; i < l->n_kagg; i++) {
         const key_agg *a = &l->kagg[i];
-        if (a->window == PAUSE_ENTRY) { /* the strongest pause the batch's rows saw */
-            sqlite3_stmt *st = l->key_pause;
-            sqlite3_reset(st);
-            sqlite3_bind_text(st, 1, a->key, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(st, 2, (int64_t)a->policy);
-            sqlite3_bind_int64(st, 3, a->used);
-            int rc = sqlite3_step(st);
-            sqlite3_reset(st);
-            if (rc != SQLITE_DONE) return -1;
-            continue;
-        }
-        sqlite3_stmt *st = a->policy ? l->key_window : l->key_total;
+        sqlite3_stmt *st = a->window == PAUSE_ENTRY ? l->key_pause : a->policy ? l->key_window : l->key_total;
         sqlite3_reset(st);
         sqlite3_bind_text(st, 1, a->key, -1, SQLITE_STATIC);
-        if (a->policy) {
+        if (a->window == PAUSE_ENTRY) {
+            sqlite3_bind_int64(st, 2, (int64_t)a->policy);
+            sqlite3_bind_int64(st, 3, a->used);
+            sqlite3_bind_int64(st, 4, a->gen);
+        } else if (a->policy) {
             sqlite3_bind_int64(st, 2, (int64_t)a->policy);
             sqlite3_bind_int64(st, 3, a->window);
             sqlite3_bind_int64(st, 4, a->used);
+            sqlite3_bind_int64(st, 5, a->gen);
         } else {
             sqlite3_bind_int64(st, 2, a->used);
         }
@@ -368,70 +377,55 @@ static int key_agg_flush(qg_ledger *l)
     return 0;
 }
 
-static int key_agg_add(qg_ledger *l, const char *key, uint64_t policy, int64_t window, int64_t used)
+static int key_agg_add(qg_ledger *l, const key_agg *n)
 {
-    bool pause = window == PAUSE_ENTRY;
-    if ((!used && !pause) || (pause && !policy)) return 0; /* a row of an unpaused key says nothing */
+    bool pause = n->window == PAUSE_ENTRY;
     for (size_t i = 0; i < l->n_kagg; i++) {
         key_agg *a = &l->kagg[i];
-        if (pause && a->window == PAUSE_ENTRY && strcmp(a->key, key) == 0) {
-            if (a->used != 0 && (used == 0 || used > a->used)) a->policy = policy, a->used = used; /* the stronger */
-            return 0;
+        if (a->policy != n->policy && !(pause && a->window == PAUSE_ENTRY)) continue;
+        if (a->window != n->window || strcmp(a->key, n->key) != 0) continue;
+        if (pause) {
+            if (pause_replaces(n, a)) *a = *n;
+        } else if (a->gen == n->gen) {
+            a->used += n->used;
+        } else if (newer_gen(n->gen, a->gen)) {
+            *a = *n;
         }
-        if (!pause && a->policy == policy && a->window == window && strcmp(a->key, key) == 0) {
-            a->used += used;
-            return 0;
-        }
+        return 0;
     }
     if (l->n_kagg == KEY_AGG_MAX && key_agg_flush(l) < 0) return -1;
     if (!l->kagg) l->kagg = qg_xcalloc(KEY_AGG_MAX, sizeof *l->kagg);
-    l->kagg[l->n_kagg++] = (key_agg){key, policy, window, used};
+    l->kagg[l->n_kagg++] = *n;
     return 0;
-}
-
-static bool settled_before_reset(const qg_ledger *l, const qg_ledger_row *r)
-{
-    for (size_t i = 0; i < QG_MIN(l->n_resets, (size_t)RECENT_RESETS); i++)
-        if (r->key_settled_mono <= l->resets[i].at_mono && strcmp(l->resets[i].key, r->key_id) == 0) return true;
-    return false;
 }
 
 static int save_key_counters(qg_ledger *l, const qg_ledger_row *r)
 {
-    if (!r->key_state && !r->n_key_windows && !r->key_total_usd) return 0;
-    /* a reset wiped this row's windows and pause in memory already; the total it keeps */
-    if (l->n_resets && settled_before_reset(l, r)) return key_agg_add(l, r->key_id, 0, 0, r->key_total_usd);
-    for (int i = 0; i < r->n_key_windows && i < 16; i++)
-        if (key_agg_add(l, r->key_id, r->key_windows[i].policy, r->key_windows[i].window, r->key_windows[i].used) < 0)
-            return -1;
-    if (r->key_state && key_agg_add(l, r->key_id, r->key_pause_policy, PAUSE_ENTRY, r->key_pause_until) < 0) return -1;
-    return key_agg_add(l, r->key_id, 0, 0, r->key_total_usd);
+    for (int i = 0; i < r->n_key_windows && i < 16; i++) {
+        /* nothing to add; a newer generation with 0 would only repeat its reset's message */
+        if (!r->key_windows[i].used) continue;
+        key_agg a = {r->key_id, r->key_windows[i].policy, r->key_windows[i].window, r->key_windows[i].used,
+                     r->key_windows[i].gen};
+        if (key_agg_add(l, &a) < 0) return -1;
+    }
+    /* An unpaused row of a key never reset says nothing; one of a key reset before carries
+     * its epoch, so a row that reaches the store before its reset's message (and a crash
+     * that loses the message) still ends the older pause. */
+    if (r->key_state && (r->key_pause_policy || r->key_epoch)) {
+        key_agg a = {r->key_id, r->key_pause_policy, PAUSE_ENTRY, r->key_pause_until, r->key_epoch};
+        if (key_agg_add(l, &a) < 0) return -1;
+    }
+    if (!r->key_total_usd) return 0;
+    return key_agg_add(l, &(key_agg){r->key_id, 0, 0, r->key_total_usd, 0});
 }
 
-static int run_bound(sqlite3 *db, const char *sql, const char *key, int64_t a, int64_t b, int nargs)
-{
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    if (nargs > 1) sqlite3_bind_int64(st, 2, a);
-    if (nargs > 2) sqlite3_bind_int64(st, 3, b);
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : -1;
-}
-
-/* Rare (an operator's action): prepared per use. */
+/* A reset: the same merge, as entries whose generation and epoch are newer than any row
+ * settled before it (rare: an operator's action). */
 static int reset_key(qg_ledger *l, const key_reset_msg *m)
 {
-    recent_reset *rr = &l->resets[l->n_resets++ % RECENT_RESETS];
-    qg_strlcpy(rr->key, m->key, sizeof rr->key);
-    rr->at_mono = m->at_mono;
-    if (run_bound(l->db, "DELETE FROM key_pause WHERE key_id=?1", m->key, 0, 0, 1) < 0) return -1;
     for (int i = 0; i < m->n; i++)
-        if (run_bound(l->db, "UPDATE key_window SET used=0 WHERE key_id=?1 AND policy=?2 AND window=?3", m->key,
-                      (int64_t)m->policy[i], m->window[i], 3) < 0)
-            return -1;
-    return 0;
+        if (key_agg_add(l, &(key_agg){m->key, m->policy[i], m->window[i], 0, m->gen[i]}) < 0) return -1;
+    return key_agg_add(l, &(key_agg){m->key, 0, PAUSE_ENTRY, 0, m->epoch});
 }
 
 static int save_state(qg_ledger *l, const state_msg *m)
@@ -563,8 +557,7 @@ static void flush_pending(qg_ledger *l)
             continue;
         }
         if (m->kind == MSG_KEY_RESET) {
-            /* the batch's rows before it are summed but not yet written: write them first */
-            if (key_agg_flush(l) < 0 || reset_key(l, (key_reset_msg *)m) < 0) goto rollback;
+            if (reset_key(l, (key_reset_msg *)m) < 0) goto rollback;
             continue;
         }
         const qg_ledger_row *r = &((row_msg *)m)->row;
@@ -1141,6 +1134,20 @@ static int migrate_v4(sqlite3 *db, const char *path, char *err, size_t errlen)
     return exec_sql(db, schema_v4_keys, path, err, errlen);
 }
 
+/* Version 4 -> 5: key_window gains the window's generation and key_pause the key's reset
+ * epoch (manual resets; the merge rule at key_window_sql).  Existing counters are of
+ * generation 0, epoch 0, as a key never reset. */
+static int migrate_v5(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+    if (!has_column(db, "key_window", "gen") &&
+        exec_sql(db, "ALTER TABLE key_window ADD COLUMN gen INTEGER NOT NULL DEFAULT 0", path, err, errlen) < 0)
+        return -1;
+    if (!has_column(db, "key_pause", "epoch") &&
+        exec_sql(db, "ALTER TABLE key_pause ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0", path, err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
 static int64_t count_of(sqlite3 *db, const char *sql)
 {
     sqlite3_stmt *st;
@@ -1155,7 +1162,8 @@ static int64_t count_of(sqlite3 *db, const char *sql)
  * transaction: a new file runs every step (cheap on empty tables).  From version 1 or 2,
  * the per-row filter indexes are dropped and ledger_minute filled from the existing rows
  * with one GROUP BY; from 3, the key id columns and key tables are added (start-up; on a
- * large file this takes a while, and says so in the log). */
+ * large file this takes a while, and says so in the log); from 4, the key counters'
+ * generation and epoch columns. */
 static int setup_schema(sqlite3 *db, const char *path, char *err, size_t errlen)
 {
     if (exec_sql(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", path, err, errlen) < 0) return -1;
@@ -1176,7 +1184,7 @@ static int setup_schema(sqlite3 *db, const char *path, char *err, size_t errlen)
     if (exec_sql(db, schema_tables, path, err, errlen) < 0) goto rollback;
     if (version < 3 && exec_sql(db, migrate_sql, path, err, errlen) < 0) goto rollback;
     if (exec_sql(db, schema_summary_indexes, path, err, errlen) < 0) goto rollback;
-    if (migrate_v4(db, path, err, errlen) < 0) goto rollback;
+    if (migrate_v4(db, path, err, errlen) < 0 || migrate_v5(db, path, err, errlen) < 0) goto rollback;
     char sql[64];
     snprintf(sql, sizeof sql, "PRAGMA user_version=%d", LEDGER_SCHEMA_VERSION);
     if (exec_sql(db, sql, path, err, errlen) < 0) goto rollback;
@@ -1364,14 +1372,15 @@ void qg_ledger_save_state(qg_ledger *l, int w, const char *account, const char *
     post_msg(l, w, &m->m);
 }
 
-void qg_ledger_reset_key(qg_ledger *l, int w, const char *key, const uint64_t *policies, const int64_t *windows, int n)
+void qg_ledger_reset_key(qg_ledger *l, int w, const char *key, const uint64_t *policies, const int64_t *windows,
+                         const uint8_t *gens, int n, uint32_t epoch)
 {
     key_reset_msg *m = qg_xcalloc(1, sizeof *m);
     m->m.kind = MSG_KEY_RESET;
-    m->at_mono = qg_mono_us();
     qg_strlcpy(m->key, key, sizeof m->key);
     m->n = QG_MIN(n, 16);
-    for (int i = 0; i < m->n; i++) m->policy[i] = policies[i], m->window[i] = windows[i];
+    m->epoch = epoch;
+    for (int i = 0; i < m->n; i++) m->policy[i] = policies[i], m->window[i] = windows[i], m->gen[i] = gens[i];
     post_msg(l, w, &m->m);
 }
 
@@ -1382,9 +1391,9 @@ int qg_ledger_load_key_counters(const char *path, qg_key_counter_cb cb, void *ud
     int n = 0;
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db,
-                           "SELECT key_id,policy,window,used,0 FROM key_window"
-                           " UNION ALL SELECT key_id,0,0,used,1 FROM key_total"
-                           " UNION ALL SELECT key_id,policy,until_ms,-1,0 FROM key_pause",
+                           "SELECT key_id,policy,window,used,gen,0 FROM key_window"
+                           " UNION ALL SELECT key_id,0,0,used,0,1 FROM key_total"
+                           " UNION ALL SELECT key_id,policy,until_ms,-1,epoch,0 FROM key_pause",
                            -1, &st, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "store: %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
         sqlite3_close(db);
@@ -1394,7 +1403,7 @@ int qg_ledger_load_key_counters(const char *path, qg_key_counter_cb cb, void *ud
         const char *k = (const char *)sqlite3_column_text(st, 0);
         if (!k) continue;
         cb(ud, k, (uint64_t)sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
-           sqlite3_column_int(st, 4) != 0);
+           (unsigned)sqlite3_column_int64(st, 4), sqlite3_column_int(st, 5) != 0);
         n++;
     }
     sqlite3_finalize(st);

@@ -44,7 +44,7 @@ typedef struct qg_ledger qg_ledger;
 /* How long a query waits for the rows submitted before it to be committed. */
 #define LEDGER_QUERY_BARRIER_MS 2000
 /* The schema version this build writes (PRAGMA user_version); older files are migrated. */
-#define LEDGER_SCHEMA_VERSION 4
+#define LEDGER_SCHEMA_VERSION 5
 
 typedef struct {
     int64_t ts_ms;             /* request start, epoch ms */
@@ -63,18 +63,20 @@ typedef struct {
     int attempts;
     double ttfb_ms, total_ms;
     /* The key quota this request settled (keyquota.h), saved in the same transaction as
-     * the row: per policy, its signature, the window it was charged to and the amount. */
+     * the row: per policy, its signature, the window and generation it was charged to and
+     * the amount. */
     int n_key_windows;
     struct {
         uint64_t policy;           /* qg_policy_signature */
         int64_t window;
         int64_t used;
+        unsigned gen;              /* the window's generation (keyquota.h: one per manual reset) */
     } key_windows[16];
     int64_t key_total_usd;         /* micro-USD charged to the key's total quota */
     bool key_state;                /* the key has policies: save its pause as of this row */
-    int64_t key_settled_mono;      /* qg_mono_us() at settlement (orders rows against resets) */
     uint64_t key_pause_policy;     /* the pausing policy's signature, 0: not paused */
     int64_t key_pause_until;       /* 0: until a manual reset */
+    uint32_t key_epoch;            /* the key's reset epoch the pause was read in */
 } qg_ledger_row;
 
 typedef struct {
@@ -112,14 +114,20 @@ void qg_ledger_save_state(qg_ledger *l, int worker, const char *account, const c
  * saved account state.  Returns how many, or -1 with err set. */
 typedef void (*qg_state_cb)(void *ud, const char *account, const char *text, size_t n);
 int qg_ledger_load_states(const char *path, qg_state_cb cb, void *ud, char *err, size_t errlen);
-/* Worker side: a manual reset of a key (POST /admin/keys/{id}/reset): its saved pause is
- * deleted and the given policy windows' counters set to 0, in order with the rows. */
-void qg_ledger_reset_key(qg_ledger *l, int worker, const char *key, const uint64_t *policies, const int64_t *windows, int n);
+/* Worker side: a manual reset of a key (POST /admin/keys/{id}/reset): its saved pause
+ * ends at reset epoch `epoch` and the given policy windows' counters are 0 at their new
+ * generations.  Rows and resets merge by generation (newer wins, same adds), so they may
+ * reach the store in any order. */
+void qg_ledger_reset_key(qg_ledger *l, int worker, const char *key, const uint64_t *policies, const int64_t *windows,
+                         const uint8_t *gens, int n, uint32_t epoch);
 /* Start-up: calls cb for every saved key counter: per (key, policy signature, window) the
- * amount settled, and per key the total (policy 0, window 0, in micro-USD; `total` true). */
-typedef void (*qg_key_counter_cb)(void *ud, const char *key, uint64_t policy, int64_t window, int64_t used, bool total);
-/* ... and for every key with a saved pause: the same callback with window = its end (0: a
- * manual reset) and used = -1. */
+ * amount settled and its generation, and per key the total (policy 0, window 0, in
+ * micro-USD; `total` true). */
+typedef void (*qg_key_counter_cb)(void *ud, const char *key, uint64_t policy, int64_t window, int64_t used, unsigned gen,
+                                  bool total);
+/* ... and for every key with a saved reset epoch: the same callback with used = -1, gen =
+ * the epoch, policy = the pausing policy's signature (0: not paused) and window = the
+ * pause's end (0: a manual reset). */
 int qg_ledger_load_key_counters(const char *path, qg_key_counter_cb cb, void *ud, char *err, size_t errlen);
 /* Worker side: re-posts overflowed rows (call from a timer); returns how many still wait.
  * While rows wait, logs a warning with the count at most once per 10 s per worker. */

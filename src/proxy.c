@@ -176,12 +176,12 @@ static void settle_key(qg_exchange *ex, const qg_qamount *actual, int64_t now)
         return;
     }
     qg_ledger_row *r = ex->row; /* the counters ride with the row: one transaction */
+    qg_keyq_settle(ex->kq, &ex->kresv, actual, now);
     for (int i = 0; i < ex->kq->n_p; i++)
-        r->key_windows[i].policy = ex->kq->p[i].signature,
-        r->key_windows[i].window = ex->kresv.index[i], r->key_windows[i].used = qg_keyq_amount(&ex->kq->p[i].cfg, actual);
+        r->key_windows[i].policy = ex->kq->p[i].signature, r->key_windows[i].window = ex->kresv.index[i],
+        r->key_windows[i].used = qg_keyq_amount(&ex->kq->p[i].cfg, actual), r->key_windows[i].gen = ex->kresv.gen[i];
     r->n_key_windows = ex->kq->n_p;
     if (ex->kq->total_limit >= 0) r->key_total_usd = actual->v[QG_UNIT_USD];
-    qg_keyq_settle(ex->kq, &ex->kresv, actual, now);
 }
 
 static void exchange_free(qg_exchange *ex)
@@ -206,11 +206,10 @@ static void exchange_free(qg_exchange *ex)
         qg_quota_cost(ex->model, ex->row->prompt_tokens, ex->row->completion_tokens, &actual);
         int64_t now = qg_now_ms();
         settle_account(ex, &actual, now);
-        ex->row->key_settled_mono = qg_mono_us(); /* before the settlement: orders it against resets */
         settle_key(ex, &actual, now);
         if (ex->kq && ex->kq->n_p) { /* the key's pause as of this row, saved with it */
             ex->row->key_state = true;
-            ex->row->key_pause_policy = qg_keyq_pause_info(ex->kq, &ex->row->key_pause_until);
+            ex->row->key_pause_policy = qg_keyq_pause_info(ex->kq, &ex->row->key_pause_until, &ex->row->key_epoch);
         }
         qg_ledger_submit(w->gw->ledger, w->id, ex->row);
     }

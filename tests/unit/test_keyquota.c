@@ -14,6 +14,7 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <unistd.h>
 
 #define NOW 1795341600000LL /* 2026-11-22T10:00:00Z */
 #define MIN_MS 60000LL
@@ -92,7 +93,8 @@ static qg_kq_verdict refuse(qg_keyq *k, qg_qamount a, int64_t now, qg_kq_refusal
     assert_false(r.active);
     return v;
 }
-static uint64_t pause_of(qg_keyq *k) { return atomic_load(&k->pause); }
+/* the pause without the reset epoch */
+static uint64_t pause_of(qg_keyq *k) { return atomic_load(&k->pause) & ((1ULL << QG_KQ_PAUSE_EPOCH_SHIFT) - 1); }
 static uint64_t pause_rec(int policy, int64_t until) { return (uint64_t)until << 5 | (uint64_t)(policy + 1); }
 static int64_t total_of(qg_keyq *k) { return atomic_load(&k->sh->total_committed); }
 
@@ -416,6 +418,140 @@ static void test_settle_across_reset(void **state)
     free(k);
 }
 
+/* A manual reset and the requests in flight across it: a settlement lands wholly before the
+ * reset or wholly after it, and says which generation it was charged to (the store merges by
+ * it, ledger.c). */
+static void test_reset_and_requests_in_flight(void **state)
+{
+    (void)state;
+    qg_policy_cfg p = ten_min(100, QG_UNIT_TOKENS, false);
+    p.on_exhausted_disable = true;
+    p.auto_resume = false;
+    qg_keyq *k = qg_keyq_new(&p, 1, -1);
+    qg_kq_reset done;
+    /* a reset of a window nothing used yet: generation 1, epoch 1 */
+    qg_keyq_reset(k, NOW, &done);
+    assert_int_equal(done.n, 1);
+    assert_int_equal(done.gen[0], 1);
+    assert_int_equal(done.epoch, 1);
+    assert_int_equal(done.policy[0], k->p[0].signature);
+    qg_window w;
+    assert_int_equal(qg_policy_window(&p, NOW, &w), 0);
+    assert_int_equal(done.window[0], w.index);
+    /* in flight across a reset: its estimate is wiped, its whole use charged afresh */
+    qg_kq_resv r1, r2, r3;
+    reserve_ok(k, tok(10), NOW, &r1);
+    assert_int_equal(r1.gen[0], 1);
+    qg_keyq_reset(k, NOW + 1, &done);
+    assert_int_equal(done.gen[0], 2);
+    assert_int_equal(done.epoch, 2);
+    assert_int_equal(used(k, 0, NOW + 1), 0);
+    qg_qamount a = tok(7);
+    qg_keyq_settle(k, &r1, &a, NOW + 2);
+    assert_int_equal(r1.gen[0], 2); /* charged to the fresh count */
+    assert_int_equal(used(k, 0, NOW + 2), 7);
+    /* admitted after it: settles by the difference, in that generation */
+    reserve_ok(k, tok(20), NOW + 3, &r2);
+    assert_int_equal(r2.gen[0], 2);
+    a = tok(5);
+    qg_keyq_settle(k, &r2, &a, NOW + 4);
+    assert_int_equal(r2.gen[0], 2);
+    assert_int_equal(used(k, 0, NOW + 4), 12);
+    /* released after a reset: nothing to give back (the reset took it) */
+    reserve_ok(k, tok(30), NOW + 5, &r3);
+    assert_int_equal(used(k, 0, NOW + 5), 42);
+    qg_keyq_reset(k, NOW + 6, &done);
+    reserve_ok(k, tok(4), NOW + 6, &r2);
+    qg_keyq_release(k, &r3);
+    assert_int_equal(used(k, 0, NOW + 6), 4);
+    qg_keyq_release(k, &r2);
+    assert_int_equal(used(k, 0, NOW + 6), 0);
+    /* the pause: the reset epoch rides in its word; a pause after a reset is of that epoch */
+    spend(k, tok(100), NOW + 7);
+    int64_t until;
+    uint32_t epoch;
+    assert_int_equal(qg_keyq_pause_info(k, &until, &epoch), k->p[0].signature);
+    assert_int_equal(until, 0);
+    assert_int_equal(epoch, 3);
+    qg_keyq_reset(k, NOW + 8, &done);
+    assert_int_equal(qg_keyq_pause_info(k, &until, &epoch), 0);
+    assert_int_equal(epoch, 4);
+    /* an edit keeps the epoch; a restart restores it and the window's generation */
+    qg_keyq *v2 = qg_keyq_new_from(k, &p, 1, -1);
+    assert_int_equal(qg_keyq_pause_info(v2, &until, &epoch), 0);
+    assert_int_equal(epoch, 4);
+    qg_keyq *fresh = qg_keyq_new(&p, 1, -1);
+    qg_keyq_restore_window(fresh, 0, w.index, 9, 3, NOW);
+    qg_keyq_restore_pause(fresh, -1, 0, 4);
+    reserve_ok(fresh, tok(1), NOW, &r1);
+    assert_int_equal(r1.gen[0], 3);
+    assert_int_equal(used(fresh, 0, NOW), 10);
+    assert_int_equal(qg_keyq_pause_info(fresh, &until, &epoch), 0);
+    assert_int_equal(epoch, 4);
+    qg_keyq_reset(fresh, NOW, &done);
+    assert_int_equal(done.gen[0], 4);
+    assert_int_equal(done.epoch, 5);
+    free(fresh), free(v2), free(k);
+}
+
+/* Resets racing settlements on other threads: whatever the interleaving, the window holds
+ * exactly the uses charged to its final generation (what the store keeps). */
+#define RACE_THREADS 3
+typedef struct {
+    qg_keyq *k;
+    _Atomic bool *stop;
+    int64_t charged[64]; /* per generation: the uses settled into it */
+    int64_t n;
+} racer;
+
+static void *settle_loop(void *arg)
+{
+    racer *x = arg;
+    for (int i = 0; !atomic_load(x->stop); i++, x->n++) {
+        qg_kq_resv r;
+        qg_kq_refusal why;
+        qg_qamount est = tok(1 + i % 13), act = tok(i % 7);
+        if (qg_keyq_reserve(x->k, &est, NOW, &r, &why) != QG_KQ_OK) fail_msg("refused");
+        if (i % 5 == 0) {
+            qg_keyq_release(x->k, &r);
+            continue;
+        }
+        qg_keyq_settle(x->k, &r, &act, NOW);
+        x->charged[r.gen[0]] += i % 7;
+    }
+    return NULL;
+}
+
+static void test_reset_races_settlements(void **state)
+{
+    (void)state;
+    qg_policy_cfg p = ten_min(1e12, QG_UNIT_TOKENS, false);
+    qg_keyq *k = qg_keyq_new(&p, 1, -1);
+    static racer xs[RACE_THREADS];
+    pthread_t th[RACE_THREADS];
+    _Atomic bool stop = false;
+    for (int t = 0; t < RACE_THREADS; t++) {
+        xs[t] = (racer){.k = k, .stop = &stop};
+        assert_int_equal(pthread_create(&th[t], NULL, settle_loop, &xs[t]), 0);
+    }
+    qg_kq_reset done = {0};
+    int resets = 0;
+    for (int i = 0; i < 60; i++, resets++) { /* under 64: a generation is not reused */
+        usleep(300);
+        qg_keyq_reset(k, NOW, &done);
+    }
+    atomic_store(&stop, true);
+    int64_t n = 0;
+    for (int t = 0; t < RACE_THREADS; t++) pthread_join(th[t], NULL), n += xs[t].n;
+    assert_true(n > 600); /* settlements ran between the resets */
+    int64_t want = 0;
+    for (int t = 0; t < RACE_THREADS; t++) want += xs[t].charged[done.gen[0]];
+    assert_int_equal(used(k, 0, NOW), want);
+    assert_int_equal(done.gen[0], resets);
+    assert_int_equal(atomic_load(&k->sh->inflight), 0);
+    free(k);
+}
+
 /* a settlement more than QG_KQ_SLOTS windows late changes nothing */
 static void test_settle_too_late(void **state)
 {
@@ -480,7 +616,7 @@ static void test_rollover_on_request_path(void **state)
     for (int i = 0; i < 3; i++) spend(k, reqs(1), t + i);
     assert_int_equal(refuse(k, reqs(1), t + 3, &why), QG_KQ_POLICY_EXHAUSTED);
     uint64_t fresh = atomic_load(&k->p[0].slot[(uint64_t)w4.index % QG_KQ_SLOTS]);
-    assert_int_equal(fresh >> QG_KQ_AMOUNT_BITS, (uint64_t)w4.index & ((1u << QG_KQ_TAG_BITS) - 1));
+    assert_int_equal(fresh >> (QG_KQ_GEN_BITS + QG_KQ_AMOUNT_BITS), (uint64_t)w4.index & ((1u << QG_KQ_TAG_BITS) - 1));
     assert_int_equal(fresh & QG_KQ_AMOUNT_MAX, 3);
     free(k);
 }
@@ -555,7 +691,8 @@ static void test_pause_manual_reset(void **state)
     /* manual reset: current windows zeroed, the pause ends, the total quota is kept */
     assert_int_equal(used(k, 1, t), 2);
     assert_int_equal(total_of(k), 20);
-    qg_keyq_reset(k, t);
+    qg_kq_reset done;
+    qg_keyq_reset(k, t, &done);
     assert_int_equal(pause_of(k), 0);
     assert_int_equal(used(k, 1, t), 0);
     assert_int_equal(total_of(k), 20);
@@ -564,7 +701,7 @@ static void test_pause_manual_reset(void **state)
     assert_int_equal(pause_of(k), pause_rec(0, 0)); /* spent again, paused again */
     assert_int_equal(refuse(k, reqs(1), t + 1, &why), QG_KQ_PAUSED);
     assert_int_equal(used(k, 0, t + 1), 2);
-    qg_keyq_reset(k, t + 2); /* the current window of the paused policy itself */
+    qg_keyq_reset(k, t + 2, &done); /* the current window of the paused policy itself */
     assert_int_equal(used(k, 0, t + 2), 0);
     assert_int_equal(used(k, 1, t + 2), 0);
     assert_int_equal(pause_of(k), 0);
@@ -964,6 +1101,8 @@ int main(void)
         cmocka_unit_test(test_settle_by_difference),
         cmocka_unit_test(test_settle_only_once),
         cmocka_unit_test(test_settle_across_reset),
+        cmocka_unit_test(test_reset_and_requests_in_flight),
+        cmocka_unit_test(test_reset_races_settlements),
         cmocka_unit_test(test_settle_too_late),
         cmocka_unit_test(test_rollover_on_request_path),
         cmocka_unit_test(test_pause_auto_resume),

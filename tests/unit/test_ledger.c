@@ -1109,7 +1109,8 @@ static void test_schema_migration(void **state)
         char *text = capture_stderr_end(saved, errpath);
         if (!l) fail_msg("open: %s", err);
         char want[160];
-        snprintf(want, sizeof want, "migrated the schema from version %d to 4 (6 ledger rows)", version);
+        snprintf(want, sizeof want, "migrated the schema from version %d to %d (6 ledger rows)", version,
+                 LEDGER_SCHEMA_VERSION);
         if (!strstr(text, want))
             fail_msg("version %d: log \"%s\"", version, text);
         free(text);
@@ -1145,7 +1146,7 @@ static void test_schema_migration(void **state)
         harness_free(&h);
         qg_ledger_close(l);
         sqlite3 *db = raw_open(t->path);
-        assert_int_equal(raw_int(db, "PRAGMA user_version"), 4);
+        assert_int_equal(raw_int(db, "PRAGMA user_version"), LEDGER_SCHEMA_VERSION);
         assert_int_equal(raw_int(db, "SELECT count(*) FROM ledger WHERE key_id IS NOT key_name"), 0);
         assert_int_equal(raw_int(db, "SELECT count(*) FROM api_key"), 0);
         assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE type='index' AND name IN "
@@ -1160,7 +1161,7 @@ static void test_schema_migration(void **state)
         assert_summary_exact(db);
         sqlite3_close(db);
     }
-    /* Reopening a version-3 file migrates nothing. */
+    /* Reopening a current file migrates nothing. */
     int saved;
     char errpath[128];
     capture_stderr_begin(&saved, errpath, sizeof errpath, t->dir);
@@ -1179,11 +1180,22 @@ static void test_schema_migration(void **state)
     assert_non_null(strstr(err, "schema version 99"));
 }
 
-static void count_counter(void *ud, const char *key, uint64_t policy, int64_t window, int64_t used, bool total)
+static void count_counter(void *ud, const char *key, uint64_t policy, int64_t window, int64_t used, unsigned gen,
+                          bool total)
 {
     int64_t *seen = ud;
-    if (!strcmp(key, "beta") && policy == 7 && window == 100 && used == 42 && !total) seen[0]++;
+    if (!strcmp(key, "beta") && policy == 7 && window == 100 && used == 42 && gen == 0 && !total) seen[0]++;
     if (!strcmp(key, "beta") && total && used == 5000) seen[1]++;
+}
+
+/* beta's window (policy 7, window 100: 42 at generation 0) and total (5000) are there once each. */
+static void assert_beta_counters(const char *path)
+{
+    int64_t seen[2] = {0, 0};
+    char err[256];
+    assert_true(qg_ledger_load_key_counters(path, count_counter, seen, err, sizeof err) >= 2);
+    assert_int_equal(seen[0], 1);
+    assert_int_equal(seen[1], 1);
 }
 
 /* A version-3 file (issue 14's build: keys named by name everywhere) keeps its rows, its
@@ -1218,15 +1230,168 @@ static void test_schema_v3_to_v4(void **state)
     result_free(&r);
     harness_free(&h);
     qg_ledger_close(l);
-    int64_t seen[2] = {0, 0};
-    assert_true(qg_ledger_load_key_counters(t->path, count_counter, seen, err, sizeof err) >= 2);
-    assert_int_equal(seen[0], 1);
-    assert_int_equal(seen[1], 1);
+    assert_beta_counters(t->path);
     db = raw_open(t->path);
-    assert_int_equal(raw_int(db, "PRAGMA user_version"), 4);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), LEDGER_SCHEMA_VERSION);
     assert_int_equal(raw_int(db, "SELECT count(*) FROM ledger WHERE key_id IS NOT key_name"), 0);
     assert_summary_exact(db);
     sqlite3_close(db);
+}
+
+/* A version-4 file (key counters without generations) gets them as generation 0, epoch 0,
+ * and keeps its counters and pause. */
+static void test_schema_v4_to_v5(void **state)
+{
+    tmpdb *t = *state;
+    qg_ledger_close(open_ledger(t->path, 10));
+    sqlite3 *db = raw_open(t->path);
+    raw_exec(db, "ALTER TABLE key_window DROP COLUMN gen; ALTER TABLE key_pause DROP COLUMN epoch;"
+                 "INSERT INTO key_window VALUES('beta',7,100,42); INSERT INTO key_total VALUES('beta',5000);"
+                 "INSERT INTO key_pause VALUES('beta',7,0); PRAGMA user_version=4;");
+    sqlite3_close(db);
+    qg_ledger_close(open_ledger(t->path, 10));
+    assert_beta_counters(t->path);
+    db = raw_open(t->path);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), LEDGER_SCHEMA_VERSION);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM key_pause WHERE key_id='beta' AND policy=7 AND epoch=0"), 1);
+    sqlite3_close(db);
+}
+
+/* ---- key counters: rows and resets in any order ---- */
+
+#define SIG 7     /* a policy signature */
+#define WIN 100   /* its window */
+
+/* A row of key "kr" charging `used` to window WIN at generation gen, with the key's pause
+ * as read after its settlement (policy 0: none) in reset epoch `epoch`. */
+static qg_ledger_row *key_row(int i, int64_t used, unsigned gen, uint64_t pause_policy, uint32_t epoch)
+{
+    qg_ledger_row *r = make_row(0, i);
+    qg_strlcpy(r->key_id, "kr", sizeof r->key_id);
+    r->n_key_windows = 1;
+    r->key_windows[0].policy = SIG, r->key_windows[0].window = WIN, r->key_windows[0].used = used;
+    r->key_windows[0].gen = gen;
+    r->key_state = true;
+    r->key_pause_policy = pause_policy;
+    r->key_epoch = epoch;
+    return r;
+}
+
+static void reset_kr(qg_ledger *l, int w, unsigned gen, uint32_t epoch)
+{
+    const uint64_t sig = SIG;
+    const int64_t win = WIN;
+    const uint8_t g = (uint8_t)gen;
+    qg_ledger_reset_key(l, w, "kr", &sig, &win, &g, 1, epoch);
+}
+
+typedef struct {
+    int64_t used;      /* -1: no window row */
+    unsigned gen;
+    uint64_t pause;    /* the pausing policy, 0 none */
+    unsigned epoch;
+} kr_state;
+
+static void kr_counter(void *ud, const char *key, uint64_t policy, int64_t window, int64_t used, unsigned gen,
+                       bool total)
+{
+    kr_state *s = ud;
+    if (strcmp(key, "kr") != 0 || total) return;
+    if (used == -1) s->pause = policy, s->epoch = gen;
+    else if (policy == SIG && window == WIN) s->used = used, s->gen = gen;
+}
+
+static kr_state kr_stored(const char *path)
+{
+    kr_state s = {-1, 0, 0, 0};
+    char err[256];
+    assert_true(qg_ledger_load_key_counters(path, kr_counter, &s, err, sizeof err) >= 0);
+    return s;
+}
+
+/* Submits the messages of a scenario with the writer paused, so that one batch takes
+ * worker 0's ring, then worker 1's: "w0" items are written before "w1" items. */
+typedef struct {
+    int worker;
+    qg_ledger_row *row; /* or a reset: */
+    unsigned gen, epoch;
+} kr_msg;
+
+static kr_state kr_run(const char *path, const kr_msg *msgs, int n)
+{
+    unlink(path);
+    qg_ledger *l = open_ledger(path, 10);
+    qg_ledger_test_pause(l, true);
+    for (int i = 0; i < n; i++) {
+        if (msgs[i].row) qg_ledger_submit(l, msgs[i].worker, msgs[i].row);
+        else reset_kr(l, msgs[i].worker, msgs[i].gen, msgs[i].epoch);
+    }
+    qg_ledger_test_pause(l, false);
+    qg_ledger_close(l);
+    return kr_stored(path);
+}
+
+/* The writer drains the workers' rings one after the other and a reset travels on the ring
+ * of the worker that served it, so a row and a reset reach the store in either order.  The
+ * counters merge by generation (newer replaces, same adds, older is dropped) and the pause
+ * by reset epoch; every order gives what memory holds.  (The build before this rule
+ * ordered rows by a timestamp taken apart from the settlement and lost a use settled after
+ * a reset, or kept one settled before it: CI's test_keys_reset_after_a_request_on_another_worker.) */
+static void test_key_counters_merge_in_any_order(void **state)
+{
+    tmpdb *t = *state;
+    kr_state s;
+    /* a row settled before the reset (gen 0) reaches the writer after it: dropped */
+    s = kr_run(t->path, (kr_msg[]){{1, key_row(1, 5, 0, SIG, 0), 0, 0}, {0, NULL, 1, 1}}, 2);
+    assert_int_equal(s.used, 0);
+    assert_int_equal(s.gen, 1);
+    assert_int_equal(s.pause, 0); /* its pause (read before the reset) is not brought back */
+    assert_int_equal(s.epoch, 1);
+    /* ... and before it: zeroed by it */
+    s = kr_run(t->path, (kr_msg[]){{0, key_row(1, 5, 0, SIG, 0), 0, 0}, {1, NULL, 1, 1}}, 2);
+    assert_int_equal(s.used, 0);
+    assert_int_equal(s.pause, 0);
+    /* a row settled after the reset (gen 1: in flight across it, charged in full to the
+     * fresh count) reaches the writer after the reset, or before it: kept either way */
+    s = kr_run(t->path, (kr_msg[]){{1, key_row(1, 7, 1, 0, 1), 0, 0}, {0, NULL, 1, 1}}, 2);
+    assert_int_equal(s.used, 7);
+    assert_int_equal(s.gen, 1);
+    s = kr_run(t->path, (kr_msg[]){{0, key_row(1, 7, 1, SIG, 1), 0, 0}, {1, NULL, 1, 1}}, 2);
+    assert_int_equal(s.used, 7);
+    assert_int_equal(s.pause, SIG); /* a pause after the reset stays */
+    assert_int_equal(s.epoch, 1);
+    /* all of it in one batch: rows of three generations, two resets, both workers */
+    s = kr_run(t->path,
+               (kr_msg[]){{0, key_row(1, 2, 0, 0, 0), 0, 0},
+                          {1, key_row(2, 3, 1, 0, 1), 0, 0},
+                          {0, NULL, 1, 1},
+                          {1, key_row(3, 4, 2, 0, 2), 0, 0},
+                          {1, key_row(4, 1, 0, SIG, 0), 0, 0},
+                          {0, key_row(5, 6, 1, 0, 1), 0, 0},
+                          {0, NULL, 2, 2},
+                          {0, key_row(6, 5, 2, 0, 2), 0, 0}},
+               8);
+    assert_int_equal(s.used, 9); /* generation 2's: 4 + 5 */
+    assert_int_equal(s.gen, 2);
+    assert_int_equal(s.pause, 0);
+    assert_int_equal(s.epoch, 2);
+    /* across batches (each committed before the next is sent): the same */
+    unlink(t->path);
+    qg_ledger *l = open_ledger(t->path, 10);
+    qg_ledger_submit(l, 1, key_row(1, 7, 1, 0, 1)); /* after the reset, written before it */
+    wait_rows(l, 1, 5000);
+    reset_kr(l, 0, 1, 1);
+    qg_ledger_submit(l, 1, key_row(2, 5, 0, SIG, 0)); /* before the reset, written after it */
+    wait_rows(l, 2, 5000);
+    qg_ledger_close(l);
+    s = kr_stored(t->path);
+    assert_int_equal(s.used, 7);
+    assert_int_equal(s.pause, 0);
+    assert_int_equal(s.epoch, 1);
+    /* generations wrap at 64: 63 -> 0 is newer */
+    s = kr_run(t->path, (kr_msg[]){{0, key_row(1, 3, 63, 0, 5), 0, 0}, {1, key_row(2, 4, 0, 0, 6), 0, 0}}, 2);
+    assert_int_equal(s.used, 4);
+    assert_int_equal(s.gen, 0);
 }
 
 int main(void)
@@ -1243,6 +1408,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_commit_retried, tmpdb_setup, tmpdb_teardown),
         cmocka_unit_test_setup_teardown(test_schema_migration, tmpdb_setup, tmpdb_teardown),
         cmocka_unit_test_setup_teardown(test_schema_v3_to_v4, tmpdb_setup, tmpdb_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_v4_to_v5, tmpdb_setup, tmpdb_teardown),
+        cmocka_unit_test_setup_teardown(test_key_counters_merge_in_any_order, tmpdb_setup, tmpdb_teardown),
     };
     if (getenv("QG_TEST_FILTER")) cmocka_set_test_filter(getenv("QG_TEST_FILTER")); /* e.g. test_filters */
     return cmocka_run_group_tests(tests, NULL, NULL);
