@@ -98,15 +98,23 @@ int qg_buf_appendf(qg_buf *b, const char *fmt, ...)
 
 int qg_buf_puts(qg_buf *b, const char *s) { return qg_buf_append(b, s, strlen(s)); }
 
+size_t qg_fmt_u64(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof tmp;
+    do tmp[--i] = (char)('0' + v % 10);
+    while (v /= 10);
+    memcpy(out, tmp + i, sizeof tmp - i);
+    return sizeof tmp - i;
+}
+
 int qg_buf_put_int(qg_buf *b, int64_t v)
 {
-    char tmp[24];
-    size_t i = sizeof tmp;
-    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do tmp[--i] = (char)('0' + u % 10);
-    while (u /= 10);
-    if (v < 0) tmp[--i] = '-';
-    return qg_buf_append(b, tmp + i, sizeof tmp - i);
+    char tmp[21];
+    size_t n = v < 0 ? 1 : 0;
+    tmp[0] = '-';
+    n += qg_fmt_u64(tmp + n, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
+    return qg_buf_append(b, tmp, n);
 }
 
 void qg_buf_json_str(qg_buf *b, const char *s)

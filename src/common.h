@@ -73,6 +73,8 @@ void qg_buf_consume(qg_buf *b, size_t n);
 /* Appends a NUL-terminated string / a decimal integer (no printf on hot paths). */
 int qg_buf_puts(qg_buf *b, const char *s);
 int qg_buf_put_int(qg_buf *b, int64_t v);
+/* Writes v in decimal to out (room for 20 digits; no NUL); returns the length. */
+size_t qg_fmt_u64(char *out, uint64_t v);
 /* A JSON string literal of s (quotes and backslashes escaped, controls as \u00XX); NULL: null. */
 void qg_buf_json_str(qg_buf *b, const char *s);
 /* Copies src into dst[cap] (truncating, always NUL-terminated). */

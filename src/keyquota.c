@@ -32,9 +32,9 @@ qg_keyq *qg_keyq_new(const qg_policy_cfg *policies, size_t n, double total_quota
     return qg_keyq_new_from(NULL, policies, n, total_quota_usd);
 }
 
-static int policy_by_signature(const qg_keyq *k, uint64_t sig)
+int qg_keyq_policy_index(const qg_keyq *k, uint64_t sig)
 {
-    for (int i = 0; k && i < k->n_p; i++)
+    for (int i = 0; sig && k && i < k->n_p; i++)
         if (k->p[i].signature == sig) return i;
     return -1;
 }
@@ -51,7 +51,7 @@ qg_keyq *qg_keyq_new_from(const qg_keyq *prev, const qg_policy_cfg *policies, si
         k->p[i].signature = qg_policy_signature(&policies[i]);
         k->p[i].slot = k->p[i].own;
         for (const qg_keyq *v = prev; v; v = v->prev) { /* the newest version that had it */
-            int j = policy_by_signature(v, k->p[i].signature);
+            int j = qg_keyq_policy_index(v, k->p[i].signature);
             if (j < 0) continue;
             k->p[i].slot = v->p[j].slot;
             break;
@@ -70,7 +70,7 @@ qg_keyq *qg_keyq_new_from(const qg_keyq *prev, const qg_policy_cfg *policies, si
     if (prev) { /* the reset epoch carries over, and a pause while its policy is still there */
         int64_t until;
         uint32_t epoch;
-        int j = policy_by_signature(k, qg_keyq_pause_info(prev, &until, &epoch));
+        int j = qg_keyq_policy_index(k, qg_keyq_pause_info(prev, &until, &epoch));
         atomic_store(&k->pause, pause_word(epoch, j, j >= 0 ? until : 0));
     }
     return k;
@@ -333,7 +333,7 @@ void qg_keyq_restore_total(qg_keyq *k, int64_t used)
 
 void qg_keyq_restore_pause(qg_keyq *k, int i, int64_t until_ms, uint32_t epoch)
 {
-    if (i >= k->n_p) i = -1; /* a policy edited away: the epoch alone */
+    if (i < 0 || i >= k->n_p) i = -1;
     atomic_store_explicit(&k->pause, pause_word(epoch, i, i >= 0 ? until_ms : 0), memory_order_relaxed);
 }
 

@@ -124,6 +124,8 @@ qg_keyq *qg_keyq_new_from(const qg_keyq *prev, const qg_policy_cfg *policies, si
 /* The settled amount in each policy's current window, or -1 while a reservation of the
  * key is in flight (the committed amounts then include estimates); for quota_counter_drift. */
 int qg_keyq_settled(const qg_keyq *k, int i, int64_t now, int64_t *window, int64_t *used);
+/* The index of the policy with this signature (qg_policy_signature); -1 if none (or sig 0). */
+int qg_keyq_policy_index(const qg_keyq *k, uint64_t sig);
 /* The amount of a policy's unit in a cost (requests, tokens or micro-USD). */
 int64_t qg_keyq_amount(const qg_policy_cfg *p, const qg_qamount *cost);
 
@@ -152,7 +154,8 @@ void qg_keyq_reset(qg_keyq *k, int64_t now, qg_kq_reset *out);
  * outside the ring of the policy's current one is ignored (it can no longer matter). */
 void qg_keyq_restore_window(qg_keyq *k, int policy, int64_t window, int64_t used, unsigned gen, int64_t now);
 void qg_keyq_restore_total(qg_keyq *k, int64_t used);
-/* The saved reset epoch, and the pause of policy index `policy` (-1: not paused). */
+/* The saved reset epoch, and the pause of policy index `policy` (-1, or none of the
+ * key's: not paused, e.g. a policy edited away). */
 void qg_keyq_restore_pause(qg_keyq *k, int policy, int64_t until_ms, uint32_t epoch);
 /* The key's pause now: the pausing policy's signature (0: not paused), its end (0: a
  * manual reset) and the reset epoch (may be NULL), for the store. */

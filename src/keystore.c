@@ -491,11 +491,10 @@ static void load_counter(void *ud, const char *key, uint64_t policy, int64_t win
     const qg_keyrec *r = e ? qg_keyent_rec(e) : NULL;
     if (!r) return;
     qg_keyq *k = r->kq;
-    int p = 0;
-    while (p < k->n_p && (!policy || k->p[p].signature != policy)) p++; /* 0: no policy */
+    int p = qg_keyq_policy_index(k, policy);
     if (total) qg_keyq_restore_total(k, used);
-    else if (used == -1) qg_keyq_restore_pause(k, p < k->n_p ? p : -1, window, gen); /* window: the pause's end */
-    else if (p < k->n_p) qg_keyq_restore_window(k, p, window, used, gen, cl->now);
+    else if (used == -1) qg_keyq_restore_pause(k, p, window, gen); /* window: the pause's end */
+    else qg_keyq_restore_window(k, p, window, used, gen, cl->now);
     cl->n++;
 }
 

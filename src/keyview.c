@@ -44,10 +44,8 @@ static void policy_json(qg_buf *b, const qg_keyq *k, int i, int64_t now)
 static int pause_of(const qg_keyq *k, int64_t now, int64_t *until)
 {
     uint64_t sig = qg_keyq_pause_info(k, until, NULL);
-    if (!sig || (*until && *until <= now)) return -1; /* a pause past its end ends with the next request */
-    for (int i = 0; i < k->n_p; i++)
-        if (k->p[i].signature == sig) return i;
-    return -1;
+    if (*until && *until <= now) return -1; /* a pause past its end ends with the next request */
+    return qg_keyq_policy_index(k, sig);
 }
 
 static const char *status_of(const qg_keyrec *r, int paused, int64_t now)

@@ -142,12 +142,7 @@ int qg_policy_label(const qg_policy_cfg *p, char *out, size_t n)
         qg_strlcpy(tmp, named[p->period], sizeof tmp);
         len = strlen(tmp);
     } else { /* "<N>m" */
-        char digits[20];
-        size_t d = 0;
-        uint64_t v = p->minutes > 0 ? (uint64_t)p->minutes : 0;
-        do digits[d++] = (char)('0' + v % 10);
-        while (v /= 10);
-        while (d) tmp[len++] = digits[--d];
+        len = qg_fmt_u64(tmp, p->minutes > 0 ? (uint64_t)p->minutes : 0);
         tmp[len++] = 'm';
         tmp[len] = 0;
     }

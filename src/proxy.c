@@ -347,53 +347,43 @@ static void key_refused(qg_exchange *ex, qg_kq_verdict v, const qg_kq_refusal *w
  * a stack buffer and appended once. */
 /* At most (QG_KEY_MAX_POLICIES + 1) pairs of at most 47 + 11 + 20 + 2 + 47 + 7 + 20 + 2 bytes. */
 #define QUOTA_PAIR_MAX 160
-typedef struct {
-    char *p;
-} hdr_writer;
 
-/* "<prefix>remaining: N" and "<prefix>reset: TIME" (RFC 3339 in whole seconds, UTC: 20
- * bytes); prefix "x-quota-" or a policy's.  w has room (quota_headers sizes it). */
-static void quota_header(hdr_writer *w, const char *prefix, size_t prefix_len, int64_t left, const char *when)
+/* Writes "<prefix>remaining: N" and "<prefix>reset: TIME" (RFC 3339 in whole seconds, UTC:
+ * 20 bytes) at p, which has room (quota_headers sizes it); returns the end.  prefix is
+ * "x-quota-" or a policy's. */
+static char *quota_header(char *p, const char *prefix, size_t prefix_len, int64_t left, const char *when)
 {
-    char *p = w->p;
     memcpy(p, prefix, prefix_len), p += prefix_len;
     memcpy(p, "remaining: ", 11), p += 11;
-    char d[20];
-    size_t n = 0;
-    for (uint64_t u = left < 0 ? 0 : (uint64_t)left;; u /= 10) {
-        d[sizeof d - 1 - n++] = (char)('0' + u % 10);
-        if (u < 10) break;
-    }
-    memcpy(p, d + sizeof d - n, n), p += n;
+    p += qg_fmt_u64(p, left < 0 ? 0 : (uint64_t)left);
     memcpy(p, "\r\n", 2), p += 2;
     memcpy(p, prefix, prefix_len), p += prefix_len;
     memcpy(p, "reset: ", 7), p += 7;
     memcpy(p, when, 20), p += 20;
     memcpy(p, "\r\n", 2), p += 2;
-    w->p = p;
+    return p;
 }
 
 static void quota_headers(qg_exchange *ex, qg_buf *h)
 {
     qg_keyq *k = ex->kq;
     if (!k || !k->n_p || !ex->kresv.active) return;
-    char buf[(QG_KEY_MAX_POLICIES + 1) * QUOTA_PAIR_MAX];
-    hdr_writer w = {buf};
+    char buf[(QG_KEY_MAX_POLICIES + 1) * QUOTA_PAIR_MAX], *end = buf;
     double tight_share = 2;
     int64_t tight_left = 0;
     char when[48], tight_when[48] = "";
     for (int i = 0; i < k->n_p; i++) {
         int64_t left = qg_keyq_remaining(k, i, ex->kresv.index[i]);
         if (qg_format_rfc3339(ex->kresv.end_ms[i], when, sizeof when) != 20) continue; /* no window (out of range) */
-        quota_header(&w, k->p[i].header, k->p[i].header_len, left, when);
+        end = quota_header(end, k->p[i].header, k->p[i].header_len, left, when);
         double share = k->p[i].limit > 0 ? (double)left / (double)k->p[i].limit : 0;
         if (share < tight_share) { /* the tightest: least remaining share (as qg_keyq_tightest) */
             tight_share = share, tight_left = left;
             memcpy(tight_when, when, sizeof when);
         }
     }
-    if (tight_when[0]) quota_header(&w, "x-quota-", 8, tight_left, tight_when);
-    qg_buf_append(h, buf, (size_t)(w.p - buf));
+    if (tight_when[0]) end = quota_header(end, "x-quota-", 8, tight_left, tight_when);
+    qg_buf_append(h, buf, (size_t)(end - buf));
 }
 
 /* RFC 9110 §7.6.1: hop-by-hop headers, and any the Connection header names, stay here. */
